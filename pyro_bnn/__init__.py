@@ -1,0 +1,28 @@
+"""pyro-bnn: Bayesian neural networks as ordinary Pyro models.
+
+Example:
+    >>> import pyro_bnn
+    >>> sorted(pyro_bnn.METHODS)[:3]
+    ['fullrank', 'hmc', 'lowrank']
+"""
+
+from pyro_bnn import zoo
+from pyro_bnn.arviz import to_inference_data
+from pyro_bnn.bayesianize import bayesianize
+from pyro_bnn.infer import METHODS, fit
+from pyro_bnn.posterior import Posterior, Prediction
+from pyro_bnn.priors import FanInGaussianPrior, GaussianPrior, Selector
+
+__all__ = [
+    "METHODS",
+    "FanInGaussianPrior",
+    "GaussianPrior",
+    "Posterior",
+    "Prediction",
+    "Selector",
+    "bayesianize",
+    "fit",
+    "to_inference_data",
+    "zoo",
+]
+__version__ = "0.1.0"

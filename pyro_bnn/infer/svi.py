@@ -1,0 +1,151 @@
+"""SVI with Pyro autoguides: ``map``, ``meanfield``, ``lowrank``, ``fullrank``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    init_to_sample,
+)
+from pyro.optim import ClippedAdam
+from tqdm.auto import tqdm
+
+from pyro_bnn.infer.options import Options
+from pyro_bnn.likelihoods import ScaleDataPlate
+from pyro_bnn.posterior import Posterior
+
+__all__ = ["GUIDES", "GaussianGuideOptions", "LowRankOptions", "SVIOptions", "run_svi"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SVIOptions(Options):
+    """``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
+    Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
+    ``num_particles`` ELBO samples per step; ``num_draws`` guide draws kept in the Posterior."""
+
+    num_steps: int | None = None
+    num_epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 0.01
+    final_lr: float | None = None
+    num_particles: int = 1
+    num_draws: int = 1000
+    init_loc_fn: Callable = init_to_sample
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_steps is not None and self.num_epochs is not None:
+            raise ValueError("give num_steps or num_epochs, not both")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianGuideOptions(SVIOptions):
+    """``init_scale``: initial standard deviation of the Gaussian guide."""
+
+    init_scale: float = 0.01
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowRankOptions(GaussianGuideOptions):
+    """``rank`` of the covariance factor (default: Pyro's, about sqrt(#latents))."""
+
+    rank: int | None = None
+
+
+def _map_guide(model: Callable, o: SVIOptions):
+    return AutoDelta(model, init_loc_fn=o.init_loc_fn)
+
+
+def _meanfield_guide(model: Callable, o: GaussianGuideOptions):
+    return AutoNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
+
+
+def _lowrank_guide(model: Callable, o: LowRankOptions):
+    return AutoLowRankMultivariateNormal(
+        model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale, rank=o.rank
+    )
+
+
+def _fullrank_guide(model: Callable, o: GaussianGuideOptions):
+    return AutoMultivariateNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
+
+
+# method -> (options type, guide builder)
+GUIDES: dict[str, tuple[type[SVIOptions], Callable]] = {
+    "map": (SVIOptions, _map_guide),
+    "meanfield": (GaussianGuideOptions, _meanfield_guide),
+    "lowrank": (LowRankOptions, _lowrank_guide),
+    "fullrank": (GaussianGuideOptions, _fullrank_guide),
+}
+
+
+def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor | None]:
+    while True:
+        if batch_size is None or batch_size >= num_rows:
+            yield None
+            continue
+        order = torch.randperm(num_rows)
+        for start in range(0, num_rows - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _num_steps(o: SVIOptions, num_rows: int) -> int:
+    if o.num_epochs is None:
+        return o.num_steps or 1000
+    per_epoch = 1 if o.batch_size is None else max(num_rows // o.batch_size, 1)
+    return o.num_epochs * per_epoch
+
+
+def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        samples = [guide(x, y) for _ in range(num_draws)]
+    return {name: torch.stack([s[name] for s in samples])[None] for name in samples[0]}
+
+
+def run_svi(
+    model: Callable, x: torch.Tensor, y: torch.Tensor, *, method: str, options: SVIOptions,
+    progress_bar: bool,
+) -> Posterior:
+    """Fit ``method``'s guide by SVI and return its draws as a one-chain Posterior."""
+    scaled_model = ScaleDataPlate(len(x))(model)
+    guide = GUIDES[method][1](scaled_model, options)
+    num_steps = _num_steps(options, len(x))
+    decay = 1.0 if options.final_lr is None else (options.final_lr / options.lr) ** (1 / num_steps)
+    svi = SVI(
+        scaled_model,
+        guide,
+        ClippedAdam({"lr": options.lr, "lrd": decay}),
+        Trace_ELBO(num_particles=options.num_particles),
+    )
+    losses: list[float] = []
+    batches = _minibatches(len(x), options.batch_size)
+    with tqdm(total=num_steps, desc=method, disable=not progress_bar) as bar:
+        for step in range(num_steps):
+            index = next(batches)
+            loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"the {method} loss became {loss} at step {step}; try a smaller lr"
+                )
+            losses.append(loss)
+            bar.update()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    num_draws = 1 if method == "map" else options.num_draws
+    return Posterior(
+        model=model,
+        method=method,
+        draws=_guide_draws(guide, x, y, num_draws),
+        x_train=x,
+        y_train=y,
+        guide=guide,
+        losses=losses,
+    )
