@@ -1,9 +1,10 @@
 """Bayesian layers that accept a leading batch of weight draws.
 
 ``PyroModule[nn.Linear]`` calls ``F.linear``, which needs a 2-D weight. The layers here
-also accept weights with leading batch dimensions ``(*draws, out, in)`` so that many
-posterior draws (or vectorised ELBO particles) run in one pass; activations then carry the
-same leading dimensions: ``(*draws, batch, features)``.
+also run many weight draws in one pass, in Pyro's plate layout: draws (posterior draws in
+``replay``, particles in a vectorised ELBO, Pyro's ``Predictive(parallel=True)``) sit in a
+plate left of the ``data`` plate, so a weight arrives as ``(*draws, 1, out, in)``, the 1
+being the data plate's slot. Activations then carry ``(*draws, batch, features)``.
 
 Example:
     >>> import torch
@@ -23,13 +24,16 @@ __all__ = ["BATCHED_LAYERS", "Linear", "batched_linear", "mlp"]
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` that broadcasts leading draw dimensions of ``weight`` and ``bias``."""
+    """``F.linear`` for weights ``(*draws, 1, out, in)`` and biases ``(*draws, 1, out)``."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
-    out = torch.matmul(x, weight.transpose(-1, -2))
-    if bias is not None:
-        out = out + bias.unsqueeze(-2)
-    return out
+    if weight.shape[-3] != 1:
+        raise ValueError(
+            f"batched weights must have shape (*draws, 1, out, in) with the data plate's "
+            f"slot, got {tuple(weight.shape)}"
+        )
+    out = torch.matmul(x, weight.squeeze(-3).transpose(-1, -2))
+    return out if bias is None else out + bias
 
 
 class Linear(PyroModule[nn.Linear]):

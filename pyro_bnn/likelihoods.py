@@ -113,9 +113,8 @@ class Gaussian(Likelihood):
     def noise_scale(self, output: torch.Tensor) -> torch.Tensor:
         if self.precision_prior is None:
             return output.new_tensor(self.scale)
-        precision = pyro.sample("precision", self.precision_prior)
-        # draws of the precision carry leading dims; the data dim is the last one
-        return precision.rsqrt().unsqueeze(-1)
+        # batched draws arrive as (*draws, 1): they broadcast against (*draws, rows)
+        return pyro.sample("precision", self.precision_prior).rsqrt()
 
     def distribution(self, output: torch.Tensor) -> dist.Distribution:
         return dist.Normal(output, self.noise_scale(output))
@@ -184,5 +183,6 @@ class ScaleDataPlate(Messenger):
         if msg["type"] != "sample":
             return
         for frame in msg["cond_indep_stack"]:
-            if frame.name == DATA_PLATE and frame.size != self.num_data:
-                msg["scale"] = msg["scale"] * (self.num_data / frame.size)
+            declared = frame.full_size or frame.size  # the plate's size, before subsampling
+            if frame.name == DATA_PLATE and declared != self.num_data:
+                msg["scale"] = msg["scale"] * (self.num_data / declared)

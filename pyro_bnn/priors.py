@@ -117,7 +117,9 @@ class GaussianPrior(Prior):
     """Isotropic N(0, σ²) on every selected parameter.
 
     ``scale`` is σ; ``layer_scales`` maps module-name (or parameter-name) patterns to a
-    per-layer σ that overrides it. At the MAP this is L2 weight decay with λ = 1/σ².
+    per-layer σ that overrides it. At the MAP this is an L2 penalty ‖w‖²/(2σ²) added to the
+    negative log-likelihood: ridge with λ = σ_n²/σ² relative to the squared error Σ(y−f)²/2,
+    or PyTorch ``weight_decay`` = 2σ_n²/(Nσ²) with a mean-reduced MSE loss (see README).
     """
 
     scale: float = 1.0

@@ -1,8 +1,9 @@
 """Replay a model under posterior draws and read its observed site.
 
 The model runs with every latent site fixed to a draw (``poutine.condition``). Draws go
-through in chunks: all draws of a chunk in one pass when the model's layers accept a
-leading batch of weights (the zoo's do), else one draw at a time. Rows of ``x`` go in
+through in chunks: all draws of a chunk in one pass, inside a plate left of the ``data``
+plate (Pyro's ``Predictive(parallel=True)`` layout), when the model's layers accept batched
+weights (the zoo's do); else one draw at a time. Rows of ``x`` go in
 batches too, so memory stays bounded by ``draw_chunk × row_batch``.
 
 Example:
@@ -21,14 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
 
 from pyro_bnn.likelihoods import OBS_SITE
 
-__all__ = ["ObsDraws", "replay"]
+__all__ = ["DRAWS_PLATE", "ObsDraws", "replay"]
+
+DRAWS_PLATE = "_draws"
 
 
 @dataclass
@@ -55,7 +60,12 @@ def _base(fn: dist.Distribution) -> dist.Distribution:
     return fn
 
 
-def _summarise(trace: Trace, with_y: bool, with_joint: bool, leading: int) -> ObsDraws:
+def _per_draw(lp: torch.Tensor, vectorized: bool) -> torch.Tensor:
+    """Sum a site's log-density over everything but the draws plate."""
+    return lp.reshape(lp.shape[0], -1).sum(-1) if vectorized else lp.sum()
+
+
+def _summarise(trace: Trace, *, with_y: bool, with_joint: bool, vectorized: bool) -> ObsDraws:
     node = trace.nodes.get(OBS_SITE)
     if node is None:
         raise ValueError(f"the model has no '{OBS_SITE}' site")
@@ -74,14 +84,11 @@ def _summarise(trace: Trace, with_y: bool, with_joint: bool, leading: int) -> Ob
     if with_y:
         out.log_lik = fn.log_prob(value).expand(batch)
     if with_joint:
-        total = torch.zeros(leading) if leading else torch.zeros(())
-        for site in trace.nodes.values():
-            if site["type"] != "sample":
-                continue
-            lp = site["fn"].log_prob(site["value"])
-            lp = lp.sum(dim=tuple(range(-len(site["cond_indep_stack"]), 0))) if lp.dim() else lp
-            total = total + lp
-        out.log_joint = total
+        out.log_joint = sum(
+            _per_draw(site["fn"].log_prob(site["value"]), vectorized)
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and not site_is_subsample(site)
+        )
     return out
 
 
@@ -103,27 +110,33 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def _replay_chunk(model, draws, x, y, with_joint: bool, vectorize: bool) -> tuple[ObsDraws, bool]:
+def _vectorized(model, draws, x, y, with_joint: bool) -> ObsDraws | None:
+    """All draws in one pass, in Pyro's plate layout; None if the model can't batch them."""
     num = next(iter(draws.values())).shape[0]
-    if vectorize:
-        try:
-            result = _summarise(_trace(model, draws, x, y), y is not None, with_joint, num)
-            if result.value.dim() >= 1 and result.value.shape[0] == num and (
-                result.log_joint is None or result.log_joint.shape == (num,)
-            ):
-                return result, True
-        except (RuntimeError, ValueError) as error:
-            if f"'{OBS_SITE}' site" in str(error):
-                raise
+    # draws sit in a plate left of the data plate: values get a size-1 slot for it
+    slotted = {name: value.unsqueeze(1) for name, value in draws.items()}
+    try:
+        with pyro.plate(DRAWS_PLATE, num, dim=-2):
+            trace = _trace(model, slotted, x, y)
+        result = _summarise(trace, with_y=y is not None, with_joint=with_joint, vectorized=True)
+    except (RuntimeError, ValueError) as error:
+        if f"'{OBS_SITE}' site" in str(error):
+            raise
+        return None
+    return result if result.value.dim() >= 1 and result.value.shape[0] == num else None
+
+
+def _sequential(model, draws, x, y, with_joint: bool) -> ObsDraws:
+    num = next(iter(draws.values())).shape[0]
     singles = []
     for i in range(num):
-        draw = {name: value[i] for name, value in draws.items()}
-        single = _summarise(_trace(model, draw, x, y), y is not None, with_joint, 0)
+        trace = _trace(model, {name: value[i] for name, value in draws.items()}, x, y)
+        single = _summarise(trace, with_y=y is not None, with_joint=with_joint, vectorized=False)
         singles.append(ObsDraws(**{
             f.name: None if getattr(single, f.name) is None else getattr(single, f.name)[None]
             for f in fields(ObsDraws)
         }))
-    return _stack(singles, dim=0), False
+    return _stack(singles, dim=0)
 
 
 def replay(
@@ -149,11 +162,13 @@ def replay(
     with torch.no_grad():
         for row in _chunks(len(x), row_batch):
             parts = []
+            x_rows, y_rows = x[row], None if y is None else y[row]
             for part in _chunks(num, draw_chunk):
                 chunk = {name: value[part] for name, value in draws.items()}
-                result, vectorize = _replay_chunk(
-                    model, chunk, x[row], None if y is None else y[row], log_joint, vectorize
-                )
+                result = _vectorized(model, chunk, x_rows, y_rows, log_joint) if vectorize else None
+                if result is None:
+                    vectorize = False  # the model's layers need one draw at a time
+                    result = _sequential(model, chunk, x_rows, y_rows, log_joint)
                 parts.append(result)
             rows.append(_stack(parts, dim=0))
     return rows[0] if len(rows) == 1 else _stack(rows, dim=1)

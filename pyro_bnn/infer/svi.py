@@ -16,7 +16,7 @@ from pyro.infer.autoguide import (
     init_to_sample,
 )
 from pyro.optim import ClippedAdam
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -29,7 +29,8 @@ __all__ = ["GUIDES", "GaussianGuideOptions", "LowRankOptions", "SVIOptions", "ru
 class SVIOptions(Options):
     """``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
     Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
-    ``num_particles`` ELBO samples per step; ``num_draws`` guide draws kept in the Posterior."""
+    ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
+    zoo's layers support it); ``num_draws`` guide draws kept in the Posterior."""
 
     num_steps: int | None = None
     num_epochs: int | None = None
@@ -37,6 +38,7 @@ class SVIOptions(Options):
     lr: float = 0.01
     final_lr: float | None = None
     num_particles: int = 1
+    vectorize_particles: bool = False
     num_draws: int = 1000
     init_loc_fn: Callable = init_to_sample
 
@@ -107,7 +109,7 @@ def _num_steps(o: SVIOptions, num_rows: int) -> int:
 def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         samples = [guide(x, y) for _ in range(num_draws)]
-    return {name: torch.stack([s[name] for s in samples])[None] for name in samples[0]}
+    return {name: torch.stack([s[name].detach() for s in samples])[None] for name in samples[0]}
 
 
 def run_svi(
@@ -123,7 +125,11 @@ def run_svi(
         scaled_model,
         guide,
         ClippedAdam({"lr": options.lr, "lrd": decay}),
-        Trace_ELBO(num_particles=options.num_particles),
+        Trace_ELBO(
+            num_particles=options.num_particles,
+            vectorize_particles=options.vectorize_particles,
+            max_plate_nesting=1 if options.vectorize_particles else float("inf"),
+        ),
     )
     losses: list[float] = []
     batches = _minibatches(len(x), options.batch_size)

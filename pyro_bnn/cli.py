@@ -1,0 +1,56 @@
+"""The ``pyro-bnn`` command: ``demo`` and ``zoo list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pyro_bnn.demo import format_table, run_demo
+
+    rows = run_demo(out=Path(args.out), quick=args.quick, seed=args.seed,
+                    progress_bar=not args.no_progress)
+    print(format_table(rows))
+    print(f"\nfigures, netCDF and ArviZ summaries written to {args.out}/")
+    return 0
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from pyro_bnn import zoo
+
+    for entry in zoo.entries():
+        print(f"{entry.name:28s} {entry.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyro-bnn", description="Bayesian neural networks on Pyro")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="fit map, meanfield, lowrank and nuts on a 1-D gap dataset")
+    demo.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
+    demo.add_argument("--quick", action="store_true", help="small settings, under 30 s")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.set_defaults(run=_demo)
+
+    zoo = commands.add_parser("zoo", help="the model zoo")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_commands.add_parser("list", help="list the zoo's models").set_defaults(run=_zoo_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
