@@ -43,8 +43,9 @@ class MLPClassification(PyroModule):
         self.in_features = in_features
         self.num_classes = num_classes
         self.binary = binary
-        self.net = mlp(in_features, tuple(hidden), 1 if binary else num_classes,
-                       activation=activation)
+        self.net = mlp(
+            in_features, tuple(hidden), 1 if binary else num_classes, activation=activation
+        )
         bayesianize(self, prior or GaussianPrior(scale=1.0))
         self.likelihood = Bernoulli() if binary else Categorical()
 

@@ -48,8 +48,12 @@ def site_dims(model, site: str, shape: tuple[int, ...]) -> list[str]:
         names = (f"{prefix}_out", f"{prefix}_in") if param == "weight" else (f"{prefix}_out",)
     elif isinstance(module, nn.Conv2d):
         names = (
-            (f"{prefix}_out_channels", f"{prefix}_in_channels", f"{prefix}_kernel_h",
-             f"{prefix}_kernel_w")
+            (
+                f"{prefix}_out_channels",
+                f"{prefix}_in_channels",
+                f"{prefix}_kernel_h",
+                f"{prefix}_kernel_w",
+            )
             if param == "weight"
             else (f"{prefix}_out_channels",)
         )
@@ -123,8 +127,11 @@ def to_inference_data(
             },
         }
     idata = az.from_dict(**groups, dims=dims, **extra)
-    attrs = {"inference_library": "pyro", "method": posterior.method,
-             "wall_time_s": posterior.wall_time}
+    attrs = {
+        "inference_library": "pyro",
+        "method": posterior.method,
+        "wall_time_s": posterior.wall_time,
+    }
     for group in idata.groups():
         idata[group].attrs.update(attrs)
     if posterior.losses:

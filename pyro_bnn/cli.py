@@ -15,8 +15,9 @@ def _demo(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from pyro_bnn.demo import format_table, run_demo
 
-    rows = run_demo(out=Path(args.out), quick=args.quick, seed=args.seed,
-                    progress_bar=not args.no_progress)
+    rows = run_demo(
+        out=Path(args.out), quick=args.quick, seed=args.seed, progress_bar=not args.no_progress
+    )
     print(format_table(rows))
     print(f"\nfigures, netCDF and ArviZ summaries written to {args.out}/")
     return 0
@@ -31,11 +32,17 @@ def _zoo_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyro-bnn", description="Bayesian neural networks on Pyro")
+    parser = argparse.ArgumentParser(
+        prog="pyro-bnn", description="Bayesian neural networks on Pyro"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="fit map, meanfield, lowrank and nuts on a 1-D gap dataset")
-    demo.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
+    demo = commands.add_parser(
+        "demo", help="fit map, meanfield, lowrank and nuts on a 1-D gap dataset"
+    )
+    demo.add_argument(
+        "--out", default="demo-output", help="output directory (default: demo-output)"
+    )
     demo.add_argument("--quick", action="store_true", help="small settings, under 30 s")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")

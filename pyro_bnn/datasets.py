@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATA_DIR_ENV", "GapRegression", "Split", "data_dir", "gap_regression", "sklearn_dataset"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "GapRegression",
+    "Split",
+    "data_dir",
+    "gap_regression",
+    "sklearn_dataset",
+]
 
 DATA_DIR_ENV = "PYRO_BNN_DATA"
 
@@ -48,8 +55,13 @@ def _truth(x: torch.Tensor) -> torch.Tensor:
 
 
 def gap_regression(
-    *, num_train: int = 80, num_test: int = 200, noise: float = 0.15, gap: float = 1.5,
-    extent: float = 4.0, seed: int = 0,
+    *,
+    num_train: int = 80,
+    num_test: int = 200,
+    noise: float = 0.15,
+    gap: float = 1.5,
+    extent: float = 4.0,
+    seed: int = 0,
 ) -> GapRegression:
     """y = sin(1.5x) + 0.3x + ε, ε ~ N(0, noise²); training x uniform on
     [−extent, −gap] ∪ [gap, extent], test x uniform on [−extent, extent] (gap included)."""

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
@@ -23,7 +25,9 @@ from torch import nn
 __all__ = ["BATCHED_LAYERS", "Linear", "batched_linear", "mlp"]
 
 
-def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def batched_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``F.linear`` for weights ``(*draws, 1, out, in)`` and biases ``(*draws, 1, out)``."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
@@ -57,7 +61,7 @@ def mlp(
     """A plain ``nn.Sequential`` MLP, ready for :func:`pyro_bnn.bayesianize`."""
     sizes = (in_features, *hidden)
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in itertools.pairwise(sizes):
         layers += [nn.Linear(n_in, n_out), activation()]
     layers.append(nn.Linear(sizes[-1], out_features))
     return nn.Sequential(*layers)

@@ -161,9 +161,7 @@ def _integer_labels(y: torch.Tensor, *, num_classes: int) -> torch.Tensor:
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         unknown = sorted(set(y[bad].tolist()))[:5]
-        raise ValueError(
-            f"labels {unknown} are outside the model's classes 0..{num_classes - 1}"
-        )
+        raise ValueError(f"labels {unknown} are outside the model's classes 0..{num_classes - 1}")
     return y
 
 

@@ -33,8 +33,9 @@ def plot_predictive_band(
         _, ax = plt.subplots(figsize=(6, 3.5))
     grid = x_grid.reshape(-1).numpy()
     lower, upper = prediction.interval(level)
-    ax.fill_between(grid, lower.numpy(), upper.numpy(), alpha=0.3,
-                    label=f"{level:.0%} predictive interval")
+    ax.fill_between(
+        grid, lower.numpy(), upper.numpy(), alpha=0.3, label=f"{level:.0%} predictive interval"
+    )
     ax.plot(grid, prediction.mean.numpy(), lw=2, label="predictive mean")
     if x_train is not None and y_train is not None:
         ax.scatter(x_train.reshape(-1).numpy(), y_train.numpy(), s=8, c="k", label="training data")

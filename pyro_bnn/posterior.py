@@ -48,7 +48,9 @@ class Prediction:
 
     def quantiles(self, q: float | list[float]) -> torch.Tensor:
         """Quantiles of the predictive draws, shape (len(q), rows) or (rows,)."""
-        return torch.quantile(self.samples.to(torch.float64), torch.as_tensor(q, dtype=torch.float64), dim=0).to(self.mean.dtype)
+        return torch.quantile(
+            self.samples.to(torch.float64), torch.as_tensor(q, dtype=torch.float64), dim=0
+        ).to(self.mean.dtype)
 
     def interval(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
         """Central predictive interval holding ``level`` of the mass."""

@@ -97,11 +97,7 @@ class Prior:
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"prior scale for {name!r} must be positive and finite, got {scale}")
         zeros = torch.zeros((), dtype=parameter.dtype, device=parameter.device)
-        return (
-            dist.Normal(zeros, zeros + scale)
-            .expand(parameter.shape)
-            .to_event(parameter.dim())
-        )
+        return dist.Normal(zeros, zeros + scale).expand(parameter.shape).to_event(parameter.dim())
 
 
 def _layer_override(name: str, overrides: Mapping[str, float]) -> float | None:

@@ -132,10 +132,16 @@ def _sequential(model, draws, x, y, with_joint: bool) -> ObsDraws:
     for i in range(num):
         trace = _trace(model, {name: value[i] for name, value in draws.items()}, x, y)
         single = _summarise(trace, with_y=y is not None, with_joint=with_joint, vectorized=False)
-        singles.append(ObsDraws(**{
-            f.name: None if getattr(single, f.name) is None else getattr(single, f.name)[None]
-            for f in fields(ObsDraws)
-        }))
+        singles.append(
+            ObsDraws(
+                **{
+                    f.name: None
+                    if getattr(single, f.name) is None
+                    else getattr(single, f.name)[None]
+                    for f in fields(ObsDraws)
+                }
+            )
+        )
     return _stack(singles, dim=0)
 
 

@@ -28,11 +28,15 @@ def _as_tensor(value, name: str) -> torch.Tensor:
             raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
         tensor = torch.from_numpy(array.copy())
     else:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}"
+        )
     if tensor.is_complex():
         raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
     if tensor.numel() == 0 or tensor.dim() == 0 or tensor.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}); fit needs at least one row")
+        raise ValueError(
+            f"{name} is empty (shape {tuple(tensor.shape)}); fit needs at least one row"
+        )
     if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
@@ -85,4 +89,6 @@ def check_model(model: Callable, x: torch.Tensor, y: torch.Tensor) -> None:
     if not node["is_observed"]:
         raise ValueError(f"the model's '{OBS_SITE}' site ignores y; pass obs=y to it")
     if not any(frame.name == DATA_PLATE for frame in node["cond_indep_stack"]):
-        raise ValueError(f"the model's '{OBS_SITE}' site must sit inside pyro.plate('{DATA_PLATE}')")
+        raise ValueError(
+            f"the model's '{OBS_SITE}' site must sit inside pyro.plate('{DATA_PLATE}')"
+        )

@@ -16,7 +16,12 @@ def test_linear_and_conv_become_sample_sites():
     assert isinstance(net[3], Linear)
     trace = poutine.trace(net).get_trace(torch.randn(5, 1, 8, 8))
     shapes = {n: tuple(s["value"].shape) for n, s in trace.nodes.items() if s["type"] == "sample"}
-    assert shapes == {"0.weight": (4, 1, 3, 3), "0.bias": (4,), "3.weight": (2, 144), "3.bias": (2,)}
+    assert shapes == {
+        "0.weight": (4, 1, 3, 3),
+        "0.bias": (4,),
+        "3.weight": (2, 144),
+        "3.bias": (2,),
+    }
     assert bayesian_parameter_names(net) == ["0.weight", "0.bias", "3.weight", "3.bias"]
 
 
@@ -33,7 +38,9 @@ def test_hidden_parameters_stay_deterministic():
 
 def test_batched_linear_matches_per_draw():
     layer = Linear(3, 2)
-    layer.weight = pyro.nn.PyroSample(pyro.distributions.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+    layer.weight = pyro.nn.PyroSample(
+        pyro.distributions.Normal(0.0, 1.0).expand([2, 3]).to_event(2)
+    )
     x, w = torch.randn(5, 3), torch.randn(4, 1, 2, 3)  # (draws, data-plate slot, out, in)
     with pyro.plate("draws", 4, dim=-2), poutine.condition(data={"weight": w}):
         batched = layer(x)

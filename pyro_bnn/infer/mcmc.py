@@ -77,19 +77,30 @@ class CountingHMC(_CountsGradients, HMC):
 
 def _nuts(model: Callable, o: NUTSOptions):
     return CountingNUTS(
-        model, step_size=o.step_size, adapt_mass_matrix=o.adapt_mass_matrix,
-        full_mass=o.full_mass, target_accept_prob=o.target_accept_prob,
-        max_tree_depth=o.max_tree_depth, jit_compile=o.jit_compile, ignore_jit_warnings=True,
+        model,
+        step_size=o.step_size,
+        adapt_mass_matrix=o.adapt_mass_matrix,
+        full_mass=o.full_mass,
+        target_accept_prob=o.target_accept_prob,
+        max_tree_depth=o.max_tree_depth,
+        jit_compile=o.jit_compile,
+        ignore_jit_warnings=True,
         init_strategy=o.init_strategy,
     )
 
 
 def _hmc(model: Callable, o: HMCOptions):
     return CountingHMC(
-        model, step_size=o.step_size, num_steps=o.num_steps,
-        trajectory_length=o.trajectory_length, adapt_mass_matrix=o.adapt_mass_matrix,
-        full_mass=o.full_mass, target_accept_prob=o.target_accept_prob,
-        jit_compile=o.jit_compile, ignore_jit_warnings=True, init_strategy=o.init_strategy,
+        model,
+        step_size=o.step_size,
+        num_steps=o.num_steps,
+        trajectory_length=o.trajectory_length,
+        adapt_mass_matrix=o.adapt_mass_matrix,
+        full_mass=o.full_mass,
+        target_accept_prob=o.target_accept_prob,
+        jit_compile=o.jit_compile,
+        ignore_jit_warnings=True,
+        init_strategy=o.init_strategy,
     )
 
 
@@ -125,7 +136,12 @@ class _DrawRecorder:
 
 
 def run_mcmc(
-    model: Callable, x: torch.Tensor, y: torch.Tensor, *, method: str, options: MCMCOptions,
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str,
+    options: MCMCOptions,
     progress_bar: bool,
 ) -> Posterior:
     """Run Pyro's ``MCMC`` with the method's kernel; draws grouped by chain."""
@@ -147,6 +163,11 @@ def run_mcmc(
         diverging[chain, [int(i) for i in indices]] = True
     stats["diverging"] = diverging
     return Posterior(
-        model=model, method=method, draws=draws, x_train=x, y_train=y, mcmc=mcmc,
+        model=model,
+        method=method,
+        draws=draws,
+        x_train=x,
+        y_train=y,
+        mcmc=mcmc,
         sample_stats=stats,
     )

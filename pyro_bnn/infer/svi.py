@@ -113,7 +113,12 @@ def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
 
 
 def run_svi(
-    model: Callable, x: torch.Tensor, y: torch.Tensor, *, method: str, options: SVIOptions,
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str,
+    options: SVIOptions,
     progress_bar: bool,
 ) -> Posterior:
     """Fit ``method``'s guide by SVI and return its draws as a one-chain Posterior."""

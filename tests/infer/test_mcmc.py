@@ -27,8 +27,17 @@ def _check_against_exact(draws: torch.Tensor, mean: torch.Tensor, cov: torch.Ten
 
 
 def test_nuts_matches_exact_posterior(conjugate):
-    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="nuts", num_chains=2,
-               num_samples=1000, warmup_steps=500, progress_bar=False, seed=0)
+    post = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="nuts",
+        num_chains=2,
+        num_samples=1000,
+        warmup_steps=500,
+        progress_bar=False,
+        seed=0,
+    )
     draws = flat_draws(post.draws)
     assert draws.shape == (2, 1000, 3)
     _check_against_exact(draws, conjugate.mean, conjugate.cov)
@@ -38,12 +47,21 @@ def test_nuts_matches_exact_posterior(conjugate):
 
 
 def test_hmc_matches_exact_posterior(conjugate):
-    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="hmc", num_steps=5,
-               num_samples=1500, warmup_steps=500, progress_bar=False, seed=0)
+    post = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="hmc",
+        num_steps=5,
+        num_samples=1500,
+        warmup_steps=500,
+        progress_bar=False,
+        seed=0,
+    )
     _check_against_exact(flat_draws(post.draws), conjugate.mean, conjugate.cov)
     assert post.sample_stats["n_steps"].min() >= 1
 
 
 def test_mcmc_rejects_options_of_other_methods(conjugate):
-    with pytest.raises(ValueError, match="unknown option.*max_tree_depth.*'hmc'"):
+    with pytest.raises(ValueError, match=r"unknown option.*max_tree_depth.*'hmc'"):
         fit(conjugate.model(), conjugate.x, conjugate.y, method="hmc", max_tree_depth=3)

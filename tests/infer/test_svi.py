@@ -19,8 +19,16 @@ from torch import nn
 from pyro_bnn import fit
 from tests.infer.conjugate import NOISE_SCALE, PRIOR_SCALE
 
-SVI = dict(num_steps=3000, lr=0.05, final_lr=0.0005, num_particles=8,
-           vectorize_particles=True, num_draws=10, progress_bar=False, seed=0)
+SVI = dict(
+    num_steps=3000,
+    lr=0.05,
+    final_lr=0.0005,
+    num_particles=8,
+    vectorize_particles=True,
+    num_draws=10,
+    progress_bar=False,
+    seed=0,
+)
 
 
 def test_fullrank_matches_exact_posterior(conjugate):
@@ -55,8 +63,17 @@ def test_map_is_ridge_regression(conjugate):
 
     AutoDelta's gradient is exact (no sampling), so only optimiser convergence is left;
     1e-3 is 100× the change over the final 500 steps."""
-    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="map", num_steps=3000,
-               lr=0.05, final_lr=0.0005, progress_bar=False, seed=0)
+    post = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="map",
+        num_steps=3000,
+        lr=0.05,
+        final_lr=0.0005,
+        progress_bar=False,
+        seed=0,
+    )
     w = torch.cat([post.draws["linear.weight"].reshape(-1), post.draws["linear.bias"].reshape(-1)])
     expected = _ridge(conjugate.x, conjugate.y, NOISE_SCALE**2 / PRIOR_SCALE**2)
     torch.testing.assert_close(w.double(), expected, atol=1e-3, rtol=0)
@@ -67,8 +84,9 @@ def test_weight_decay_equivalent_of_the_prior(conjugate):
     """PyTorch: mean-reduced MSE + SGD weight_decay = 2σ_n²/(N σ_p²) gives the same MAP."""
     n = len(conjugate.x)
     net = nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1,
-                                weight_decay=2 * NOISE_SCALE**2 / (n * PRIOR_SCALE**2))
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=0.1, weight_decay=2 * NOISE_SCALE**2 / (n * PRIOR_SCALE**2)
+    )
     for _ in range(3000):
         optimizer.zero_grad()
         nn.functional.mse_loss(net(conjugate.x)[:, 0], conjugate.y).backward()
@@ -81,18 +99,43 @@ def test_weight_decay_equivalent_of_the_prior(conjugate):
 def test_minibatch_elbo_is_scaled_to_the_dataset(conjugate):
     """Minibatch SVI estimates the full-data ELBO: with batch_size the loss history stays
     on the full-data scale (within 5 %) instead of shrinking by batch/N."""
-    full = fit(conjugate.model(), conjugate.x, conjugate.y, method="map", num_steps=1500,
-               lr=0.05, progress_bar=False, seed=0)
-    mini = fit(conjugate.model(), conjugate.x, conjugate.y, method="map", num_steps=1500,
-               lr=0.05, batch_size=10, progress_bar=False, seed=0)
+    full = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="map",
+        num_steps=1500,
+        lr=0.05,
+        progress_bar=False,
+        seed=0,
+    )
+    mini = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="map",
+        num_steps=1500,
+        lr=0.05,
+        batch_size=10,
+        progress_bar=False,
+        seed=0,
+    )
     full_loss = sum(full.losses[-200:]) / 200
     mini_loss = sum(mini.losses[-200:]) / 200
     assert mini_loss == pytest.approx(full_loss, rel=0.05)
 
 
 def test_epochs_and_steps(conjugate):
-    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="meanfield", num_epochs=3,
-               batch_size=10, num_draws=5, progress_bar=False)
+    post = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="meanfield",
+        num_epochs=3,
+        batch_size=10,
+        num_draws=5,
+        progress_bar=False,
+    )
     assert len(post.losses) == 12
     with pytest.raises(ValueError, match="not both"):
         fit(conjugate.model(), conjugate.x, conjugate.y, num_epochs=3, num_steps=5)

@@ -1,0 +1,81 @@
+"""Every zoo model: sites and shapes, a few SVI steps with a finite loss, predict shapes."""
+
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_bnn import fit, zoo
+from pyro_bnn.cli import main
+
+CASES = {
+    "mlp-regression": (dict(in_features=3, hidden=(8, 8)), torch.randn(12)),
+    "mlp-classification": (
+        dict(in_features=3, num_classes=4, hidden=(8,)),
+        torch.randint(0, 4, (12,)),
+    ),
+    "bayesian-linear-regression": (dict(in_features=3), torch.randn(12)),
+}
+SITES = {
+    "mlp-regression": {
+        "net.0.weight": (8, 3),
+        "net.0.bias": (8,),
+        "net.2.weight": (8, 8),
+        "net.2.bias": (8,),
+        "net.4.weight": (1, 8),
+        "net.4.bias": (1,),
+        "precision": (),
+        "obs": (12,),
+    },
+    "mlp-classification": {
+        "net.0.weight": (8, 3),
+        "net.0.bias": (8,),
+        "net.2.weight": (4, 8),
+        "net.2.bias": (4,),
+        "obs": (12,),
+    },
+    "bayesian-linear-regression": {"linear.weight": (1, 3), "linear.bias": (1,), "obs": (12,)},
+}
+
+
+def test_zoo_lists_every_model(capsys):
+    assert set(zoo.names()) == set(CASES)
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in CASES)
+    with pytest.raises(ValueError, match="unknown zoo model 'resnet'"):
+        zoo.build("resnet")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_zoo_model(name):
+    kwargs, y = CASES[name]
+    x = torch.randn(12, 3)
+    model = zoo.build(name, **kwargs)
+    trace = poutine.trace(model).get_trace(x, y)
+    shapes = {
+        n: tuple(s["value"].shape)
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and n != "data"
+    }
+    assert shapes == SITES[name]
+    prior_predictive = model(x)
+    assert prior_predictive.shape == (12,)
+
+    post = fit(model, x, y, method="meanfield", num_steps=5, num_draws=7, progress_bar=False)
+    assert all(torch.isfinite(torch.tensor(post.losses)))
+    pred = post.predict(torch.randn(5, 3), num_samples=7)
+    assert pred.samples.shape == (7, 5)
+    assert pred.mean.shape == pred.std.shape == (5,)
+    if name == "mlp-classification":
+        assert pred.probs.shape == (5, 4)
+        torch.testing.assert_close(pred.probs.sum(-1), torch.ones(5))
+    else:
+        torch.testing.assert_close(pred.std**2, pred.epistemic_var + pred.aleatoric_var)
+
+
+def test_binary_classifier_uses_bernoulli():
+    model = zoo.build("mlp-classification", in_features=2, num_classes=2, binary=True, hidden=(4,))
+    x, y = torch.randn(9, 2), torch.randint(0, 2, (9,))
+    post = fit(model, x, y, method="map", num_steps=5, progress_bar=False)
+    pred = post.predict(x, num_samples=3)
+    assert pred.probs.shape == (9, 2)
