@@ -1,4 +1,4 @@
-"""Embedded datasets: synthetic regression with a gap and scikit-learn's bundled sets.
+"""Datasets: synthetic regression with a gap, scikit-learn's bundled sets, UCI splits.
 
 Example:
     >>> data = gap_regression(seed=0)
@@ -100,3 +100,98 @@ def sklearn_dataset(name: str, *, test_fraction: float = 0.25, seed: int = 0) ->
         as_y = lambda v: torch.as_tensor(np.asarray(v), dtype=torch.long)  # noqa: E731
     as_x = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
     return Split(as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te))
+
+
+UCI_FILES = (
+    "data.txt",
+    "index_features.txt",
+    "index_target.txt",
+    "n_splits.txt",
+    "index_train_<K>.txt",
+    "index_test_<K>.txt",
+)
+
+
+@dataclass(frozen=True)
+class UCISplit(Split):
+    """One standard split, standardised with training statistics.
+
+    Predictions in standardised units map back with ``y * y_std + y_mean``; RMSE scales by
+    ``y_std`` and log-densities shift by −log ``y_std`` (see :mod:`pyro_bnn.metrics`).
+    """
+
+    name: str
+    split: int
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: float
+    y_std: float
+
+
+def _read(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"missing {what} file {path}; a UCI dataset directory holds "
+            f"{', '.join(UCI_FILES)} (0-based indices)"
+        )
+    return np.loadtxt(path, ndmin=1)
+
+
+def _uci_root(name: str, root: str | os.PathLike | None) -> Path:
+    directory = data_dir(root) / "uci" / name
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"no UCI dataset directory {directory}; expected {', '.join(UCI_FILES)} there "
+            f"(set --data-dir or ${DATA_DIR_ENV} to the folder that holds uci/)"
+        )
+    return directory
+
+
+def uci_num_splits(name: str, *, data_dir: str | os.PathLike | None = None) -> int:
+    """Number of standard splits of ``name`` (its ``n_splits.txt``)."""
+    return int(_read(_uci_root(name, data_dir) / "n_splits.txt", "split count")[0])
+
+
+def _standardise(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train.mean(0), train.std(0)
+    return mean, np.where(std > 0, std, 1.0)  # constant columns are left centred, unscaled
+
+
+def uci(name: str, split: int, *, data_dir: str | os.PathLike | None = None) -> UCISplit:
+    """Split ``split`` of UCI dataset ``name`` (Hernández-Lobato & Adams 2015 layout).
+
+    Reads ``<data_dir>/uci/<name>/``; ``data_dir`` defaults to ``$PYRO_BNN_DATA`` or
+    ``../shared/data``. Inputs and target are standardised with the training rows.
+    """
+    root = _uci_root(name, data_dir)
+    table = _read(root / "data.txt", "data")
+    if table.ndim != 2:
+        raise ValueError(f"{root / 'data.txt'} must be a whitespace-separated table")
+    features = _read(root / "index_features.txt", "feature index").astype(int)
+    target = int(_read(root / "index_target.txt", "target index")[0])
+    train = _read(root / f"index_train_{split}.txt", f"split {split} train index").astype(int)
+    test = _read(root / f"index_test_{split}.txt", f"split {split} test index").astype(int)
+    for what, index, size in (
+        ("feature", features, table.shape[1]),
+        ("target", [target], table.shape[1]),
+        ("train", train, len(table)),
+        ("test", test, len(table)),
+    ):
+        if len(index) and (min(index) < 0 or max(index) >= size):
+            raise ValueError(f"{name}: {what} indices outside 0..{size - 1} in {root}")
+    x, y = table[:, features], table[:, target]
+    x_mean, x_std = _standardise(x[train])
+    y_mean, y_std = float(y[train].mean()), float(y[train].std() or 1.0)
+    as_t = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+    return UCISplit(
+        x_train=as_t((x[train] - x_mean) / x_std),
+        y_train=as_t((y[train] - y_mean) / y_std),
+        x_test=as_t((x[test] - x_mean) / x_std),
+        y_test=as_t((y[test] - y_mean) / y_std),
+        name=name,
+        split=split,
+        x_mean=as_t(x_mean),
+        x_std=as_t(x_std),
+        y_mean=y_mean,
+        y_std=y_std,
+    )
