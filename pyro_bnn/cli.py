@@ -31,6 +31,20 @@ def _zoo_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_speed(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.speed import SpeedConfig, format_markdown, run_speed
+
+    options = dict(
+        data_dir=args.data_dir, numpyro=not args.no_numpyro, max_tree_depth=args.max_tree_depth
+    )
+    options = {k: v for k, v in options.items() if v is not None}
+    config = SpeedConfig.quick(**options) if args.quick else SpeedConfig(**options)
+    results = run_speed(config, out=Path(args.out))
+    print(format_markdown(results))
+    print(f"written to {args.out}/speed.json and speed.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-bnn", description="Bayesian neural networks on Pyro"
@@ -47,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench_command", required=True)
+    speed = benches.add_parser("speed", help="SVI, NUTS and predict speed against references")
+    speed.add_argument("--out", default="bench-output/speed", help="output directory")
+    speed.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding uci/ (default: $PYRO_BNN_DATA or ../shared/data)",
+    )
+    speed.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    speed.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro reference")
+    speed.add_argument("--max-tree-depth", type=int, default=None)
+    speed.set_defaults(run=_bench_speed)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)

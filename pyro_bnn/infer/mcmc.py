@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide import init_to_sample
+from pyro.infer.mcmc.util import initialize_model
 
 from pyro_bnn.infer.options import Options
 from pyro_bnn.posterior import Posterior
+from pyro_bnn.potential import FlatLayout, Potential, flat_layout
 
 __all__ = ["KERNELS", "HMCOptions", "MCMCOptions", "NUTSOptions", "run_mcmc"]
 
@@ -59,11 +62,14 @@ class _CountsGradients:
     def setup(self, *args, **kwargs):
         super().setup(*args, **kwargs)
         potential_fn = self.potential_fn
+        if getattr(potential_fn, "counted", False):  # a later chain reusing this kernel
+            return
 
         def counted(z):
             self.num_gradients += 1
             return potential_fn(z)
 
+        counted.counted = True
         self.potential_fn = counted
 
 
@@ -75,32 +81,26 @@ class CountingHMC(_CountsGradients, HMC):
     """Pyro's HMC, counting gradients."""
 
 
-def _nuts(model: Callable, o: NUTSOptions):
-    return CountingNUTS(
-        model,
+def _common(o: MCMCOptions) -> dict:
+    return dict(
         step_size=o.step_size,
         adapt_mass_matrix=o.adapt_mass_matrix,
         full_mass=o.full_mass,
         target_accept_prob=o.target_accept_prob,
-        max_tree_depth=o.max_tree_depth,
         jit_compile=o.jit_compile,
         ignore_jit_warnings=True,
         init_strategy=o.init_strategy,
     )
 
 
-def _hmc(model: Callable, o: HMCOptions):
+def _nuts(o: NUTSOptions, **target) -> CountingNUTS:
+    """``target``: ``model=...`` or ``potential_fn=...``."""
+    return CountingNUTS(**target, **_common(o), max_tree_depth=o.max_tree_depth)
+
+
+def _hmc(o: HMCOptions, **target) -> CountingHMC:
     return CountingHMC(
-        model,
-        step_size=o.step_size,
-        num_steps=o.num_steps,
-        trajectory_length=o.trajectory_length,
-        adapt_mass_matrix=o.adapt_mass_matrix,
-        full_mass=o.full_mass,
-        target_accept_prob=o.target_accept_prob,
-        jit_compile=o.jit_compile,
-        ignore_jit_warnings=True,
-        init_strategy=o.init_strategy,
+        **target, **_common(o), num_steps=o.num_steps, trajectory_length=o.trajectory_length
     )
 
 
@@ -135,6 +135,33 @@ class _DrawRecorder:
         }
 
 
+def _has_params(model: Callable, x: torch.Tensor, y: torch.Tensor) -> bool:
+    with torch.no_grad():
+        trace = poutine.trace(model).get_trace(x, y)
+    return any(site["type"] == "param" for site in trace.nodes.values())
+
+
+def _flat_initial_params(model, x, y, layout: FlatLayout, options: MCMCOptions) -> dict:
+    """Each chain's start (from ``init_strategy``) as one flat unconstrained vector."""
+    initial, _, transforms, _ = initialize_model(
+        model,
+        model_args=(x, y),
+        init_strategy=options.init_strategy,
+        num_chains=options.num_chains,
+    )
+    chains = []
+    for chain in range(options.num_chains):
+        values = {
+            name: transforms[name].inv(
+                initial[name][chain] if options.num_chains > 1 else initial[name]
+            )
+            for name in layout.names
+        }
+        chains.append(layout.flatten(values))
+    theta = torch.stack(chains)
+    return {"theta": theta if options.num_chains > 1 else theta[0]}
+
+
 def run_mcmc(
     model: Callable,
     x: torch.Tensor,
@@ -144,8 +171,23 @@ def run_mcmc(
     options: MCMCOptions,
     progress_bar: bool,
 ) -> Posterior:
-    """Run Pyro's ``MCMC`` with the method's kernel; draws grouped by chain."""
-    kernel = KERNELS[method][1](model, options)
+    """Run Pyro's ``MCMC`` with the method's kernel; draws grouped by chain.
+
+    With ``jit_compile`` and a model whose latents are all global, the kernel moves one
+    flat site ``theta`` under the model's JIT-traced potential (:mod:`pyro_bnn.potential`);
+    otherwise it runs on the model itself.
+    """
+    build_kernel = KERNELS[method][1]
+    layout = flat_layout(model, x, y) if options.jit_compile else None
+    if layout is not None and not _has_params(model, x, y):
+        potential = Potential(model, x, y)
+        initial = _flat_initial_params(model, x, y, layout, options)
+        kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
+        args, mcmc_kwargs = (), {"initial_params": initial}
+    else:
+        layout = None
+        kernel = build_kernel(options, model=model)
+        args, mcmc_kwargs = (x, y), {}
     recorder = _DrawRecorder()
     mcmc = MCMC(
         kernel,
@@ -154,9 +196,13 @@ def run_mcmc(
         num_chains=options.num_chains,
         disable_progbar=not progress_bar,
         hook_fn=recorder,
+        **mcmc_kwargs,
     )
-    mcmc.run(x, y)
-    draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    mcmc.run(*args)
+    samples = mcmc.get_samples(group_by_chain=True)
+    if layout is not None:
+        samples = layout.constrain(samples["theta"])
+    draws = {k: v.detach() for k, v in samples.items()}
     stats = recorder.stats(options.num_chains, options.num_samples)
     diverging = np.zeros((options.num_chains, options.num_samples), dtype=bool)
     for chain, indices in enumerate(mcmc.diagnostics()["divergences"].values()):

@@ -12,6 +12,7 @@ particles. With 8 vectorised particles and the learning rate decayed 0.05 → 0.
 (measured 2026-11-22). The tolerances below are 2.5× those.
 """
 
+import pyro
 import pytest
 import torch
 from torch import nn
@@ -138,3 +139,22 @@ def test_epochs_and_steps(conjugate):
     assert len(post.losses) == 12
     with pytest.raises(ValueError, match="not both"):
         fit(conjugate.model(), conjugate.x, conjugate.y, num_epochs=3, num_steps=5)
+
+
+def test_compiled_elbo_is_used_where_it_applies(conjugate):
+    from pyro.infer import Trace_ELBO
+
+    from pyro_bnn import GaussianPrior, Selector, zoo
+    from pyro_bnn.infer.elbo import PotentialELBO
+    from pyro_bnn.infer.svi import GUIDES, GaussianGuideOptions, _loss
+
+    options = GaussianGuideOptions()
+    deterministic_biases = GaussianPrior(select=Selector(hide_parameters=("bias",)))
+    hidden = zoo.build("mlp-regression", in_features=2, hidden=(4,), prior=deterministic_biases)
+    for model, expected in ((conjugate.model(), PotentialELBO), (hidden, Trace_ELBO)):
+        with pyro.get_param_store().scope():  # the two guides share parameter names
+            guide = GUIDES["meanfield"][1](model, options)
+            loss = _loss(
+                model, guide, conjugate.x, conjugate.y, method="meanfield", options=options
+            )
+        assert isinstance(loss, expected)

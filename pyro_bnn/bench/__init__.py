@@ -1,0 +1,1 @@
+"""Benchmarks that write the figures the README and model cards quote."""

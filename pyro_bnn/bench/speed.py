@@ -1,0 +1,463 @@
+"""``pyro-bnn bench speed``: pyro-bnn's inference against references, in one process.
+
+The model everywhere: 1 hidden layer of 50 ReLU units, N(0, 1) priors on every weight,
+Gaussian likelihood with a Gamma(1, 0.05) prior on the noise precision, float32. Data:
+boston split 0 when the UCI directory is there, else synthetic data of the same shape.
+
+Every figure is reported beside its reference from the same run:
+- SVI step time against a plain-torch deterministic Adam step (the floor), a hand-written
+  Bayes-by-Backprop step and NumPyro's SVI step;
+- NUTS time per gradient and ESS/s of the test predictions (min over test points) against
+  NumPyro's NUTS with the same model, warmup, draws and tree depth;
+- ``predict`` on 10,000 inputs × 1,000 draws: time and peak memory.
+
+Example:
+    >>> from pyro_bnn.bench.speed import SpeedConfig
+    >>> SpeedConfig.quick().svi_steps
+    50
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+
+from pyro_bnn import zoo
+from pyro_bnn.datasets import Split, uci
+from pyro_bnn.infer import fit
+from pyro_bnn.posterior import Posterior
+
+__all__ = ["SpeedConfig", "format_markdown", "run_speed"]
+
+HIDDEN = 50
+PRECISION = (1.0, 0.05)  # Gamma(concentration, rate) on the noise precision
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedConfig:
+    svi_steps: int = 2000
+    nuts_warmup: int = 300
+    nuts_samples: int = 300
+    max_tree_depth: int = 10
+    target_accept_prob: float = 0.8
+    predict_rows: int = 10_000
+    predict_draws: int = 1_000
+    seed: int = 0
+    numpyro: bool = True
+    data_dir: str | None = None
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, **kwargs) -> SpeedConfig:
+        """Tiny settings for smoke tests (figures are not meaningful)."""
+        return cls(
+            svi_steps=50,
+            nuts_warmup=10,
+            nuts_samples=10,
+            max_tree_depth=3,
+            predict_rows=500,
+            predict_draws=50,
+            **kwargs,
+        )
+
+
+def _data(config: SpeedConfig) -> tuple[Split, str]:
+    try:
+        return uci("boston", 0, data_dir=config.data_dir), "boston split 0"
+    except FileNotFoundError:
+        g = torch.Generator().manual_seed(config.seed)
+        x = torch.randn(506, 13, generator=g)
+        w = torch.randn(13, generator=g) / 13**0.5
+        y = torch.tanh(x @ w) + 0.3 * torch.randn(506, generator=g)
+        y = (y - y[:455].mean()) / y[:455].std()
+        return Split(x[:455], y[:455], x[455:], y[455:]), "synthetic (boston's shape)"
+
+
+def _model():
+    return zoo.build(
+        "mlp-regression",
+        in_features=13,
+        hidden=(HIDDEN,),
+        precision_prior=dist.Gamma(*map(torch.tensor, PRECISION)),
+    )
+
+
+def _per_step_ms(run: Callable[[int], None], steps: int) -> float:
+    """Marginal time of one step: (time(2n) − time(n)) / n, so setup cost cancels."""
+    run(10)  # warm up: JIT traces, allocator
+    start = time.perf_counter()
+    run(steps)
+    short = time.perf_counter() - start
+    start = time.perf_counter()
+    run(2 * steps)
+    long = time.perf_counter() - start
+    return 1000 * (long - short) / steps
+
+
+def _floor_step(data: Split, steps: int) -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Linear(13, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 1)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.mse_loss(net(data.x_train)[:, 0], data.y_train).backward()
+        opt.step()
+
+
+def _bbb_step(data: Split, steps: int) -> None:
+    """Hand-written Bayes by Backprop: μ, softplus ρ, closed-form KL to N(0, 1), one sample."""
+    shapes = [(HIDDEN, 13), (HIDDEN,), (1, HIDDEN), (1,)]
+    mu = [(0.1 * torch.randn(s)).requires_grad_() for s in shapes]
+    rho = [torch.full(s, -5.0).requires_grad_() for s in shapes]
+    log_precision = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([*mu, *rho, log_precision], lr=1e-3)
+    x, y = data.x_train, data.y_train
+    for _ in range(steps):
+        opt.zero_grad()
+        sigma = [F.softplus(r) for r in rho]
+        w = [m + s * torch.randn_like(m) for m, s in zip(mu, sigma, strict=True)]
+        f = (torch.relu(x @ w[0].T + w[1]) @ w[2].T + w[3])[:, 0]
+        precision = log_precision.exp()
+        nll = 0.5 * precision * ((y - f) ** 2).sum() - 0.5 * len(y) * log_precision
+        kl = sum((0.5 * (s**2 + m**2 - 1) - s.log()).sum() for m, s in zip(mu, sigma, strict=True))
+        (nll + kl).backward()
+        opt.step()
+
+
+def _pyro_svi_step(data: Split, *, compiled: bool, seed: int) -> Callable[[int], None]:
+    def run(steps: int) -> None:
+        fit(
+            _model(),
+            data.x_train,
+            data.y_train,
+            method="meanfield",
+            num_steps=steps,
+            lr=1e-3,
+            num_draws=1,
+            compiled=compiled,
+            progress_bar=False,
+            seed=seed,
+        )
+
+    return run
+
+
+def _same_posterior(data: Split, config: SpeedConfig) -> dict:
+    """The compiled ELBO and Pyro's Trace_ELBO fit the same posterior: final loss (mean and
+    sd over the last 20 % of steps) and test log-likelihood, same seed and settings."""
+    from pyro_bnn.metrics import test_log_likelihood
+
+    report = {}
+    for name, compiled in (("compiled", True), ("trace_elbo", False)):
+        post = fit(
+            _model(),
+            data.x_train,
+            data.y_train,
+            method="meanfield",
+            num_steps=config.svi_steps,
+            lr=0.01,
+            num_draws=200,
+            compiled=compiled,
+            progress_bar=False,
+            seed=config.seed,
+        )
+        tail = np.asarray(post.losses[-max(len(post.losses) // 5, 1) :])
+        report[name] = {
+            "final_loss_mean": float(tail.mean()),
+            "final_loss_sd": float(tail.std()),
+            "test_ll": test_log_likelihood(post.log_likelihood(data.x_test, data.y_test)),
+        }
+    return report
+
+
+def _prediction_ess(post: Posterior, x: torch.Tensor) -> float:
+    loc = post.replay(x).loc.reshape(post.num_chains, post.num_draws, -1).numpy()
+    return float(min(az.ess(loc[..., i]) for i in range(loc.shape[-1])))
+
+
+def _pyro_nuts(data: Split, config: SpeedConfig) -> dict:
+    start = time.perf_counter()
+    post = fit(
+        _model(),
+        data.x_train,
+        data.y_train,
+        method="nuts",
+        warmup_steps=config.nuts_warmup,
+        num_samples=config.nuts_samples,
+        max_tree_depth=config.max_tree_depth,
+        target_accept_prob=config.target_accept_prob,
+        progress_bar=False,
+        seed=config.seed,
+    )
+    wall = time.perf_counter() - start
+    gradients = post.mcmc.kernel.num_gradients
+    ess = _prediction_ess(post, data.x_test)
+    return {
+        "wall_s": wall,
+        "gradients": gradients,
+        "ms_per_gradient": 1000 * wall / gradients,
+        "mean_steps_per_draw": float(post.sample_stats["n_steps"].mean()),
+        "min_ess_test_predictions": ess,
+        "ess_per_s": ess / wall,
+    }
+
+
+def _predict(data: Split, config: SpeedConfig) -> dict:
+    post = fit(
+        _model(),
+        data.x_train,
+        data.y_train,
+        method="meanfield",
+        num_steps=10,
+        num_draws=config.predict_draws,
+        progress_bar=False,
+        seed=config.seed,
+    )
+    x = torch.randn(config.predict_rows, 13)
+    post.predict(x[:10], num_samples=10)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    pred = post.predict(x, num_samples=config.predict_draws)
+    wall = time.perf_counter() - start
+    peak_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    output_mb = pred.samples.numel() * 4 * 3 / 2**20  # samples, loc and noise variance draws
+    return {
+        "rows": config.predict_rows,
+        "draws": config.predict_draws,
+        "wall_s": wall,
+        "peak_rss_growth_mb": peak_growth_mb,
+        "output_mb": output_mb,
+    }
+
+
+def _numpyro(data: Split, config: SpeedConfig) -> dict | None:
+    if not config.numpyro or importlib.util.find_spec("numpyro") is None:
+        return None
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+    from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    numpyro.set_host_device_count(1)
+    x, y = jnp.asarray(data.x_train.numpy()), jnp.asarray(data.y_train.numpy())
+    x_test = jnp.asarray(data.x_test.numpy())
+
+    def model(x, y=None):
+        w1 = numpyro.sample("w1", nd.Normal(0, 1).expand([13, HIDDEN]).to_event(2))
+        b1 = numpyro.sample("b1", nd.Normal(0, 1).expand([HIDDEN]).to_event(1))
+        w2 = numpyro.sample("w2", nd.Normal(0, 1).expand([HIDDEN, 1]).to_event(2))
+        b2 = numpyro.sample("b2", nd.Normal(0, 1).expand([1]).to_event(1))
+        precision = numpyro.sample("precision", nd.Gamma(*PRECISION))
+        f = (jax.nn.relu(x @ w1 + b1) @ w2 + b2)[:, 0]
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("obs", nd.Normal(f, precision**-0.5), obs=y)
+
+    svi = SVI(model, AutoNormal(model, init_scale=0.01), numpyro.optim.Adam(1e-3), Trace_ELBO())
+    update = jax.jit(svi.update)
+    state = svi.init(jax.random.PRNGKey(config.seed), x, y)
+
+    def run_svi(steps: int) -> None:  # the jitted update in a Python loop, like a user's
+        nonlocal state
+        for _ in range(steps):
+            state, loss = update(state, x, y)
+        jax.block_until_ready(loss)
+
+    svi_ms = _per_step_ms(run_svi, config.svi_steps)
+
+    nuts = MCMC(
+        NUTS(
+            model,
+            max_tree_depth=config.max_tree_depth,
+            target_accept_prob=config.target_accept_prob,
+        ),
+        num_warmup=config.nuts_warmup,
+        num_samples=config.nuts_samples,
+        progress_bar=False,
+    )
+    start = time.perf_counter()
+    nuts.run(jax.random.PRNGKey(config.seed), x, y, extra_fields=("num_steps",))
+    samples = nuts.get_samples()
+    jax.block_until_ready(samples)
+    wall = time.perf_counter() - start
+    steps = np.asarray(nuts.get_extra_fields()["num_steps"])
+    f = jax.vmap(lambda s: (jax.nn.relu(x_test @ s["w1"] + s["b1"]) @ s["w2"] + s["b2"])[:, 0])(
+        samples
+    )
+    f = np.asarray(f)[None]
+    ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
+    return {
+        "svi_step_ms": svi_ms,
+        "nuts_wall_s": wall,
+        "nuts_mean_steps_per_draw": float(steps.mean()),
+        "nuts_ms_per_gradient_sampling": None,
+        "nuts_min_ess_test_predictions": ess,
+        "nuts_ess_per_s": ess / wall,
+        "version": numpyro.__version__,
+    }
+
+
+def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
+    """Run every measurement; write ``speed.json`` and ``speed.md`` to ``out`` if given."""
+    torch.set_num_threads(config.threads)
+    data, source = _data(config)
+    results: dict = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"torch {torch.__version__}",
+        "data": source,
+        "config": asdict(config),
+        "svi_ms_per_step": {
+            "floor_adam": _per_step_ms(lambda n: _floor_step(data, n), config.svi_steps),
+            "hand_written_bbb": _per_step_ms(lambda n: _bbb_step(data, n), config.svi_steps),
+            "pyro_bnn_meanfield": _per_step_ms(
+                _pyro_svi_step(data, compiled=True, seed=config.seed), config.svi_steps
+            ),
+            "pyro_trace_elbo_autonormal_equivalent": _per_step_ms(
+                _pyro_svi_step(data, compiled=False, seed=config.seed), config.svi_steps
+            ),
+        },
+        "same_posterior": _same_posterior(data, config),
+        "nuts": _pyro_nuts(data, config),
+        "predict": _predict(data, config),
+    }
+    reference = _numpyro(data, config)
+    if reference is not None:
+        results["numpyro"] = reference
+        n_grad = reference["nuts_mean_steps_per_draw"] * (config.nuts_warmup + config.nuts_samples)
+        reference["nuts_ms_per_gradient_sampling"] = 1000 * reference["nuts_wall_s"] / n_grad
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(results, indent=2))
+        (out / "speed.md").write_text(format_markdown(results))
+    return results
+
+
+def _row(
+    what: str,
+    ours: float,
+    unit: str,
+    ref_name: str = "",
+    ref: float | None = None,
+    fmt: str = ".3f",
+) -> str:
+    value = f"{ours:{fmt}}{unit}"
+    if ref is None:
+        return f"| {what} | {value} | {ref_name} | |"
+    return f"| {what} | {value} | {ref_name} {ref:{fmt}}{unit} | {ours / ref:.2f} |"
+
+
+def format_markdown(results: dict) -> str:
+    """The table the README quotes: each figure beside its reference and their ratio."""
+    svi, nuts, pred = results["svi_ms_per_step"], results["nuts"], results["predict"]
+    ref = results.get("numpyro") or {}
+    bbb = svi["hand_written_bbb"]
+    rows = [
+        _row("SVI step: deterministic Adam (the floor)", svi["floor_adam"], " ms"),
+        _row("SVI step: hand-written torch BBB", bbb, " ms", "floor", svi["floor_adam"]),
+        _row("SVI step: pyro-bnn `meanfield`", svi["pyro_bnn_meanfield"], " ms", "BBB", bbb),
+        _row(
+            "SVI step: pyro-bnn `meanfield`",
+            svi["pyro_bnn_meanfield"],
+            " ms",
+            "NumPyro AutoNormal",
+            ref.get("svi_step_ms"),
+        ),
+        _row(
+            "SVI step: Pyro `Trace_ELBO` (`compiled=False`)",
+            svi["pyro_trace_elbo_autonormal_equivalent"],
+            " ms",
+            "BBB",
+            bbb,
+        ),
+        _row(
+            "NUTS: ms per gradient",
+            nuts["ms_per_gradient"],
+            " ms",
+            "NumPyro",
+            ref.get("nuts_ms_per_gradient_sampling"),
+        ),
+        _row(
+            "NUTS: leapfrog steps per draw",
+            nuts["mean_steps_per_draw"],
+            "",
+            "NumPyro",
+            ref.get("nuts_mean_steps_per_draw"),
+            fmt=".0f",
+        ),
+        _row(
+            "NUTS: min ESS of test predictions",
+            nuts["min_ess_test_predictions"],
+            "",
+            "NumPyro",
+            ref.get("nuts_min_ess_test_predictions"),
+            fmt=".1f",
+        ),
+        _row(
+            "NUTS: min ESS of test predictions per s",
+            nuts["ess_per_s"],
+            "",
+            "NumPyro",
+            ref.get("nuts_ess_per_s"),
+        ),
+        _row(
+            f"predict: {pred['rows']:,} inputs × {pred['draws']:,} draws",
+            pred["wall_s"],
+            " s",
+            "target",
+            2.0,
+            fmt=".2f",
+        ),
+        _row(
+            "predict: peak RSS growth",
+            pred["peak_rss_growth_mb"],
+            " MB",
+            "its output arrays",
+            pred["output_mb"],
+            fmt=".0f",
+        ),
+    ]
+    same = results["same_posterior"]
+    rows += [
+        f"| meanfield final loss, compiled ELBO (mean ± sd, last 20 % of steps) | "
+        f"{same['compiled']['final_loss_mean']:.1f} ± {same['compiled']['final_loss_sd']:.1f} | "
+        f"`Trace_ELBO` {same['trace_elbo']['final_loss_mean']:.1f} ± "
+        f"{same['trace_elbo']['final_loss_sd']:.1f} | |",
+        f"| meanfield test log-likelihood (standardised y) | {same['compiled']['test_ll']:.3f} | "
+        f"`Trace_ELBO` {same['trace_elbo']['test_ll']:.3f} | |",
+    ]
+    cfg = results["config"]
+    header = (
+        f"Measured {results['date']} on {results['machine']}; data: {results['data']}. "
+        f"NUTS: one chain, {cfg['nuts_warmup']} warmup + {cfg['nuts_samples']} draws, max tree "
+        f"depth {cfg['max_tree_depth']}; its time is the whole run (warmup and JIT compilation "
+        f"included) for both libraries."
+    )
+    return (
+        "\n".join(
+            [
+                header,
+                "",
+                "| measurement | pyro-bnn | reference | ratio |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
