@@ -24,16 +24,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-__all__ = ["FlatLayout", "Potential", "flat_layout"]
+__all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout"]
 
 
 @dataclass(frozen=True)
@@ -96,18 +98,68 @@ def flat_layout(model: Callable, x: torch.Tensor, y: torch.Tensor) -> FlatLayout
     return FlatLayout(tuple(names), tuple(shapes), tuple(unconstrained), tuple(transforms))
 
 
-class Potential:
-    """U(θ) of ``model`` at data ``(x, y)``: a scalar function of the flat vector θ.
+BACKENDS = ("inductor", "jit", "eager")
 
-    ``jit=True`` traces the model once per distinct input shape. Call it on other data
-    with ``potential(theta, x, y)``.
+
+@contextlib.contextmanager
+def _unvalidated(trace_fns: list) -> Iterator[None]:
+    """Switch off argument/sample validation, also on distributions built earlier (the
+    priors held by ``PyroSample``): compiled code cannot branch on tensor values."""
+    saved = []
+    for fn in trace_fns:
+        while fn is not None:
+            saved.append((fn, fn.__dict__.get("_validate_args")))
+            fn._validate_args = False
+            fn = getattr(fn, "base_dist", None)
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        for fn, value in saved:
+            if value is None:
+                fn.__dict__.pop("_validate_args", None)
+            else:
+                fn._validate_args = value
+
+
+class _FusedEnergy(torch.autograd.Function):
+    """U(θ) whose backward is a gradient already computed with the value."""
+
+    @staticmethod
+    def forward(ctx, theta, x, y, value_and_grad: Callable) -> torch.Tensor:
+        grad, value = value_and_grad(theta.detach(), x, y)
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None, None
+
+
+class Potential:
+    """U(θ) of ``model`` at data ``(x, y)``: a differentiable scalar function of θ.
+
+    ``backend``:
+    - ``"jit"``: the model is traced once per input shape with ``torch.jit.trace``;
+    - ``"inductor"``: U and ∇U are traced together into one aten graph (``make_fx`` of
+      ``torch.func.grad_and_value``) and compiled with ``torch.compile``; the first call
+      per input shape compiles (tens of seconds), later gradients cost a fused kernel call.
+      If compilation fails the potential falls back to ``"jit"`` with a warning;
+    - ``"eager"``: plain Pyro, for reference.
+
+    Call it on other data with ``potential(theta, x, y)``.
     """
 
-    def __init__(self, model: Callable, x: torch.Tensor, y: torch.Tensor, *, jit: bool = True):
+    def __init__(
+        self, model: Callable, x: torch.Tensor, y: torch.Tensor, *, backend: str = "jit"
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown potential backend {backend!r}; choose one of {BACKENDS}")
         layout = flat_layout(model, x, y)
         if layout is None:
             raise ValueError("the flat potential needs every latent site outside plates")
-        self.model, self.x, self.y, self.jit, self.layout = model, x, y, jit, layout
+        self.model, self.x, self.y, self.backend, self.layout = model, x, y, backend, layout
         self._compiled: dict[tuple, Callable] = {}
 
     def _energy(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -121,18 +173,44 @@ class Potential:
         trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(x, y)
         return -(trace.log_prob_sum(site_filter=lambda _, s: not site_is_subsample(s)) + log_det)
 
+    def _site_fns(self, x, y) -> list:
+        with torch.no_grad():
+            trace = poutine.trace(self.model).get_trace(x, y)
+        return [s["fn"] for s in trace.nodes.values() if s["type"] == "sample"]
+
+    def _compile_inductor(self, theta, x, y) -> Callable:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        value_and_grad = torch.func.grad_and_value(self._energy)  # d/dθ only
+        with _unvalidated(self._site_fns(x, y)):
+            graph = make_fx(lambda t, a, b: value_and_grad(t, a, b))(theta.detach(), x, y)
+        compiled = torch.compile(graph, dynamic=False)
+        compiled(theta.detach(), x, y)  # compile now, not inside the sampler's first step
+        return lambda t, a, b: _FusedEnergy.apply(t, a, b, compiled)
+
+    def _build(self, theta, x, y) -> Callable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.backend == "inductor":
+                try:
+                    return self._compile_inductor(theta, x, y)
+                except Exception as error:
+                    warnings.warn(
+                        f"torch.compile of the potential failed ({type(error).__name__}: "
+                        f"{str(error)[:200]}); using the JIT-traced potential",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+            return torch.jit.trace(self._energy, (theta.detach(), x, y), check_trace=False)
+
     def __call__(
         self, theta: torch.Tensor, x: torch.Tensor | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         x = self.x if x is None else x
         y = self.y if y is None else y
-        if not self.jit:
+        if self.backend == "eager":
             return self._energy(theta, x, y)
         key = (tuple(theta.shape), tuple(x.shape), tuple(y.shape), y.dtype)
         if key not in self._compiled:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._compiled[key] = torch.jit.trace(
-                    self._energy, (theta.detach(), x, y), check_trace=False
-                )
+            self._compiled[key] = self._build(theta, x, y)
         return self._compiled[key](theta, x, y)

@@ -15,19 +15,28 @@ from pyro_bnn.potential import Potential, flat_layout
 X, Y = torch.randn(20, 3), torch.randn(20)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_potential_equals_pyro_potential(jit):
+@pytest.mark.parametrize("backend", ["eager", "jit", "inductor"])
+def test_potential_and_gradient_equal_pyro_potential(backend):
     model = zoo.build("mlp-regression", in_features=3, hidden=(4,))
     init, pyro_potential, transforms, _ = initialize_model(model, model_args=(X, Y))
-    potential = Potential(model, X, Y, jit=jit)
+    potential = Potential(model, X, Y, backend=backend)
     for _ in range(3):
-        params = {k: v + 0.3 * torch.randn_like(v) for k, v in init.items()}
-        theta = potential.layout.flatten({k: transforms[k].inv(v) for k, v in params.items()})
-        torch.testing.assert_close(potential(theta), pyro_potential(params), rtol=1e-5, atol=1e-3)
-    values = potential.layout.constrain(theta)
+        params = {k: (v + 0.3 * torch.randn_like(v)).requires_grad_() for k, v in init.items()}
+        expected = pyro_potential(params)
+        expected_grads = torch.autograd.grad(expected, list(params.values()))
+        unconstrained = {k: transforms[k].inv(v.detach()) for k, v in params.items()}
+        theta = potential.layout.flatten(unconstrained).requires_grad_()
+        value = potential(theta)
+        (grad,) = torch.autograd.grad(value, theta)
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-3)
+        flat_expected = torch.cat([g.reshape(-1) for g in expected_grads])
+        torch.testing.assert_close(grad, flat_expected, rtol=1e-4, atol=1e-3)
+    values = potential.layout.constrain(theta.detach())
     assert set(values) == set(init) and values["precision"] > 0
     # other data of another size retraces
     assert potential(theta, X[:7], Y[:7]).shape == ()
+    with pytest.raises(ValueError, match="unknown potential backend"):
+        Potential(model, X, Y, backend="xla")
 
 
 def test_flat_layout_refuses_local_latents():

@@ -138,7 +138,7 @@ def _bbb_step(data: Split, steps: int) -> None:
         opt.step()
 
 
-def _pyro_svi_step(data: Split, *, compiled: bool, seed: int) -> Callable[[int], None]:
+def _pyro_svi_step(data: Split, *, backend: str, seed: int) -> Callable[[int], None]:
     def run(steps: int) -> None:
         fit(
             _model(),
@@ -148,7 +148,7 @@ def _pyro_svi_step(data: Split, *, compiled: bool, seed: int) -> Callable[[int],
             num_steps=steps,
             lr=1e-3,
             num_draws=1,
-            compiled=compiled,
+            backend=backend,
             progress_bar=False,
             seed=seed,
         )
@@ -162,7 +162,7 @@ def _same_posterior(data: Split, config: SpeedConfig) -> dict:
     from pyro_bnn.metrics import test_log_likelihood
 
     report = {}
-    for name, compiled in (("compiled", True), ("trace_elbo", False)):
+    for name, backend in (("compiled", "jit"), ("trace_elbo", "pyro")):
         post = fit(
             _model(),
             data.x_train,
@@ -171,7 +171,7 @@ def _same_posterior(data: Split, config: SpeedConfig) -> dict:
             num_steps=config.svi_steps,
             lr=0.01,
             num_draws=200,
-            compiled=compiled,
+            backend=backend,
             progress_bar=False,
             seed=config.seed,
         )
@@ -327,10 +327,13 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
             "floor_adam": _per_step_ms(lambda n: _floor_step(data, n), config.svi_steps),
             "hand_written_bbb": _per_step_ms(lambda n: _bbb_step(data, n), config.svi_steps),
             "pyro_bnn_meanfield": _per_step_ms(
-                _pyro_svi_step(data, compiled=True, seed=config.seed), config.svi_steps
+                _pyro_svi_step(data, backend="jit", seed=config.seed), config.svi_steps
+            ),
+            "pyro_bnn_meanfield_inductor": _per_step_ms(
+                _pyro_svi_step(data, backend="inductor", seed=config.seed), config.svi_steps
             ),
             "pyro_trace_elbo_autonormal_equivalent": _per_step_ms(
-                _pyro_svi_step(data, compiled=False, seed=config.seed), config.svi_steps
+                _pyro_svi_step(data, backend="pyro", seed=config.seed), config.svi_steps
             ),
         },
         "same_posterior": _same_posterior(data, config),
@@ -373,6 +376,13 @@ def format_markdown(results: dict) -> str:
         _row("SVI step: hand-written torch BBB", bbb, " ms", "floor", svi["floor_adam"]),
         _row("SVI step: pyro-bnn `meanfield`", svi["pyro_bnn_meanfield"], " ms", "BBB", bbb),
         _row(
+            'SVI step: pyro-bnn `meanfield`, `backend="inductor"`',
+            svi["pyro_bnn_meanfield_inductor"],
+            " ms",
+            "BBB",
+            bbb,
+        ),
+        _row(
             "SVI step: pyro-bnn `meanfield`",
             svi["pyro_bnn_meanfield"],
             " ms",
@@ -380,7 +390,7 @@ def format_markdown(results: dict) -> str:
             ref.get("svi_step_ms"),
         ),
         _row(
-            "SVI step: Pyro `Trace_ELBO` (`compiled=False`)",
+            'SVI step: Pyro `Trace_ELBO` (`backend="pyro"`)',
             svi["pyro_trace_elbo_autonormal_equivalent"],
             " ms",
             "BBB",

@@ -34,9 +34,11 @@ class SVIOptions(Options):
     Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it); ``num_draws`` guide draws kept in the Posterior.
-    ``compiled``: Gaussian guides evaluate the ELBO through the model's JIT-traced flat
-    potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`) when every latent is global
-    and the model has no deterministic parameters; otherwise Pyro's ``Trace_ELBO``."""
+    ``backend``: ``"jit"`` or ``"inductor"`` evaluate the ELBO of Gaussian guides through
+    the model's flat compiled potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`,
+    :class:`~pyro_bnn.potential.Potential`) when every latent is global and the model has
+    no deterministic parameters; ``"pyro"`` (and every other case) uses ``Trace_ELBO``."""
+
 
     num_steps: int | None = None
     num_epochs: int | None = None
@@ -45,7 +47,7 @@ class SVIOptions(Options):
     final_lr: float | None = None
     num_particles: int = 1
     vectorize_particles: bool = False
-    compiled: bool = True
+    backend: str = "jit"
     num_draws: int = 1000
     init_loc_fn: Callable = init_to_sample
 
@@ -53,6 +55,8 @@ class SVIOptions(Options):
         super().__post_init__()
         if self.num_steps is not None and self.num_epochs is not None:
             raise ValueError("give num_steps or num_epochs, not both")
+        if self.backend not in ("pyro", "jit", "inductor"):
+            raise ValueError(f"backend must be 'pyro', 'jit' or 'inductor', got {self.backend!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,13 +127,13 @@ def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
 
 def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
     """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO."""
-    if options.compiled and method != "map":
+    if options.backend != "pyro" and method != "map":
         guide(x, y)  # build the guide's prototype and parameters
         trace = poutine.trace(scaled_model).get_trace(x, y)
         if not any(site["type"] == "param" for site in trace.nodes.values()):
             layout_ok = flat_layout(scaled_model, x, y) is not None
             if layout_ok:
-                potential = Potential(scaled_model, x, y)
+                potential = Potential(scaled_model, x, y, backend=options.backend)
                 if elbo.supports(guide, potential):
                     return elbo.PotentialELBO(potential, num_particles=options.num_particles)
     return Trace_ELBO(
