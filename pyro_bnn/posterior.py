@@ -74,7 +74,8 @@ class Posterior:
     SVI methods, ``mcmc`` Pyro's ``MCMC`` object; ``losses`` is the SVI loss (negative
     ELBO) history; ``sample_stats`` holds per-draw sampler statistics (chain, draw).
     ``param_state`` is this fit's own Pyro parameter store, entered whenever the model or
-    guide runs, so fits never share parameters by name.
+    guide runs, so fits never share parameters by name. ``wall_time`` is the whole fit;
+    ``timings`` splits out the method's loop (``steps_s`` for SVI, ``sampling_s`` for MCMC).
     """
 
     model: Callable
@@ -89,6 +90,7 @@ class Posterior:
     param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
     options: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_chains(self) -> int:
@@ -135,8 +137,8 @@ class Posterior:
         x,
         *,
         num_samples: int | None = 1000,
-        row_batch: int = 2048,
-        draw_chunk: int = 100,
+        row_batch: int = 1000,
+        draw_chunk: int = 500,
         seed: int | None = None,
     ) -> Prediction:
         """Predictive draws and summaries at ``x``, vectorised over draws, batched over rows."""

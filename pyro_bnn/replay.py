@@ -152,8 +152,8 @@ def replay(
     y: torch.Tensor | None = None,
     *,
     log_joint: bool = False,
-    draw_chunk: int = 100,
-    row_batch: int = 2048,
+    draw_chunk: int = 500,
+    row_batch: int = 1000,
 ) -> ObsDraws:
     """Evaluate the observed site of ``model(x, y)`` for every draw (leading dim of ``draws``).
 

@@ -27,3 +27,44 @@ def test_data_dir_honours_environment(monkeypatch, tmp_path):
     assert datasets.data_dir("elsewhere").name == "elsewhere"
     with pytest.raises(ValueError, match="unknown dataset"):
         datasets.sklearn_dataset("iris")
+
+
+def _write_uci(root, *, rows=12):
+    import numpy as np
+
+    directory = root / "uci" / "toy"
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    table = np.column_stack([rng.normal(5, 2, rows), np.full(rows, 3.0), rng.normal(100, 10, rows)])
+    np.savetxt(directory / "data.txt", table)
+    (directory / "index_features.txt").write_text("0\n1\n")
+    (directory / "index_target.txt").write_text("2\n")
+    (directory / "n_splits.txt").write_text("1\n")
+    (directory / "index_train_0.txt").write_text("\n".join(map(str, range(9))) + "\n")
+    (directory / "index_test_0.txt").write_text("9\n10\n11\n")
+    return table
+
+
+def test_uci_loader_standardises_with_training_statistics(tmp_path):
+    table = _write_uci(tmp_path)
+    split = datasets.uci("toy", 0, data_dir=tmp_path)
+    assert datasets.uci_num_splits("toy", data_dir=tmp_path) == 1
+    assert split.x_train.shape == (9, 2) and split.x_test.shape == (3, 2)
+    train = torch.as_tensor(table[:9], dtype=torch.float32)
+    torch.testing.assert_close(split.x_train[:, 0].mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    assert torch.all(split.x_train[:, 1] == 0)  # the constant column: centred, not divided by 0
+    assert split.y_std == pytest.approx(float(train[:, 2].std(unbiased=False)), rel=1e-5)
+    # back in original units
+    original = split.y_test * split.y_std + split.y_mean
+    torch.testing.assert_close(original, torch.as_tensor(table[9:, 2], dtype=torch.float32))
+
+
+def test_uci_loader_errors_name_the_path_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no UCI dataset directory .*uci/toy.*data.txt"):
+        datasets.uci("toy", 0, data_dir=tmp_path)
+    _write_uci(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"index_train_3.txt.*index_features.txt"):
+        datasets.uci("toy", 3, data_dir=tmp_path)
+    (tmp_path / "uci" / "toy" / "index_test_0.txt").write_text("40\n")
+    with pytest.raises(ValueError, match="test indices outside 0..11"):
+        datasets.uci("toy", 0, data_dir=tmp_path)

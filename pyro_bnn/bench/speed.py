@@ -51,7 +51,7 @@ class SpeedConfig:
     svi_steps: int = 2000
     nuts_warmup: int = 300
     nuts_samples: int = 300
-    max_tree_depth: int = 10
+    max_tree_depths: tuple[int, ...] = (10, 5)
     target_accept_prob: float = 0.8
     predict_rows: int = 10_000
     predict_draws: int = 1_000
@@ -67,7 +67,7 @@ class SpeedConfig:
             svi_steps=50,
             nuts_warmup=10,
             nuts_samples=10,
-            max_tree_depth=3,
+            max_tree_depths=(3,),
             predict_rows=500,
             predict_draws=50,
             **kwargs,
@@ -96,15 +96,11 @@ def _model():
 
 
 def _per_step_ms(run: Callable[[int], None], steps: int) -> float:
-    """Marginal time of one step: (time(2n) − time(n)) / n, so setup cost cancels."""
-    run(10)  # warm up: JIT traces, allocator
+    """Time of one step of a plain torch loop, after a warm-up."""
+    run(10)
     start = time.perf_counter()
     run(steps)
-    short = time.perf_counter() - start
-    start = time.perf_counter()
-    run(2 * steps)
-    long = time.perf_counter() - start
-    return 1000 * (long - short) / steps
+    return 1000 * (time.perf_counter() - start) / steps
 
 
 def _floor_step(data: Split, steps: int) -> None:
@@ -138,22 +134,21 @@ def _bbb_step(data: Split, steps: int) -> None:
         opt.step()
 
 
-def _pyro_svi_step(data: Split, *, backend: str, seed: int) -> Callable[[int], None]:
-    def run(steps: int) -> None:
-        fit(
-            _model(),
-            data.x_train,
-            data.y_train,
-            method="meanfield",
-            num_steps=steps,
-            lr=1e-3,
-            num_draws=1,
-            backend=backend,
-            progress_bar=False,
-            seed=seed,
-        )
-
-    return run
+def _pyro_svi_step_ms(data: Split, *, backend: str, config: SpeedConfig) -> float:
+    """Time of one SVI step inside ``fit``'s loop (set-up and compilation excluded)."""
+    post = fit(
+        _model(),
+        data.x_train,
+        data.y_train,
+        method="meanfield",
+        num_steps=config.svi_steps,
+        lr=1e-3,
+        num_draws=1,
+        backend=backend,
+        progress_bar=False,
+        seed=config.seed,
+    )
+    return 1000 * post.timings["steps_s"] / post.timings["steps"]
 
 
 def _same_posterior(data: Split, config: SpeedConfig) -> dict:
@@ -189,8 +184,8 @@ def _prediction_ess(post: Posterior, x: torch.Tensor) -> float:
     return float(min(az.ess(loc[..., i]) for i in range(loc.shape[-1])))
 
 
-def _pyro_nuts(data: Split, config: SpeedConfig) -> dict:
-    start = time.perf_counter()
+def _pyro_nuts(data: Split, config: SpeedConfig, depth: int) -> dict:
+    """NUTS timed over its sampling loop (warmup included, compilation excluded)."""
     post = fit(
         _model(),
         data.x_train,
@@ -198,21 +193,20 @@ def _pyro_nuts(data: Split, config: SpeedConfig) -> dict:
         method="nuts",
         warmup_steps=config.nuts_warmup,
         num_samples=config.nuts_samples,
-        max_tree_depth=config.max_tree_depth,
+        max_tree_depth=depth,
         target_accept_prob=config.target_accept_prob,
         progress_bar=False,
         seed=config.seed,
     )
-    wall = time.perf_counter() - start
-    gradients = post.mcmc.kernel.num_gradients
+    seconds, gradients = post.timings["sampling_s"], post.timings["gradients"]
     ess = _prediction_ess(post, data.x_test)
     return {
-        "wall_s": wall,
+        "sampling_s": seconds,
         "gradients": gradients,
-        "ms_per_gradient": 1000 * wall / gradients,
+        "ms_per_gradient": 1000 * seconds / gradients,
         "mean_steps_per_draw": float(post.sample_stats["n_steps"].mean()),
         "min_ess_test_predictions": ess,
-        "ess_per_s": ess / wall,
+        "ess_per_s": ess / seconds,
     }
 
 
@@ -280,36 +274,39 @@ def _numpyro(data: Split, config: SpeedConfig) -> dict | None:
 
     svi_ms = _per_step_ms(run_svi, config.svi_steps)
 
-    nuts = MCMC(
-        NUTS(
-            model,
-            max_tree_depth=config.max_tree_depth,
-            target_accept_prob=config.target_accept_prob,
-        ),
-        num_warmup=config.nuts_warmup,
-        num_samples=config.nuts_samples,
-        progress_bar=False,
-    )
-    start = time.perf_counter()
-    nuts.run(jax.random.PRNGKey(config.seed), x, y, extra_fields=("num_steps",))
-    samples = nuts.get_samples()
-    jax.block_until_ready(samples)
-    wall = time.perf_counter() - start
-    steps = np.asarray(nuts.get_extra_fields()["num_steps"])
-    f = jax.vmap(lambda s: (jax.nn.relu(x_test @ s["w1"] + s["b1"]) @ s["w2"] + s["b2"])[:, 0])(
-        samples
-    )
-    f = np.asarray(f)[None]
-    ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
-    return {
-        "svi_step_ms": svi_ms,
-        "nuts_wall_s": wall,
-        "nuts_mean_steps_per_draw": float(steps.mean()),
-        "nuts_ms_per_gradient_sampling": None,
-        "nuts_min_ess_test_predictions": ess,
-        "nuts_ess_per_s": ess / wall,
-        "version": numpyro.__version__,
-    }
+    nuts_results = {}
+    for depth in config.max_tree_depths:
+
+        def sampler(warmup: int, draws: int, depth: int = depth) -> MCMC:
+            kernel = NUTS(model, max_tree_depth=depth, target_accept_prob=config.target_accept_prob)
+            return MCMC(kernel, num_warmup=warmup, num_samples=draws, progress_bar=False)
+
+        key = jax.random.PRNGKey(config.seed)
+        # compilation is about the same for any length: time a 1 + 1 run and subtract it
+        start = time.perf_counter()
+        jax.block_until_ready(sampler(1, 1).run(key, x, y) or 0)
+        compile_s = time.perf_counter() - start
+        nuts = sampler(config.nuts_warmup, config.nuts_samples)
+        start = time.perf_counter()
+        nuts.run(key, x, y, extra_fields=("num_steps",))
+        samples = nuts.get_samples()
+        jax.block_until_ready(samples)
+        seconds = max(time.perf_counter() - start - compile_s, 1e-9)
+        steps = np.asarray(nuts.get_extra_fields()["num_steps"])
+        f = jax.vmap(lambda s: (jax.nn.relu(x_test @ s["w1"] + s["b1"]) @ s["w2"] + s["b2"])[:, 0])(
+            samples
+        )
+        f = np.asarray(f)[None]
+        ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
+        gradients = float(steps.sum()) * (config.nuts_warmup + config.nuts_samples) / len(steps)
+        nuts_results[str(depth)] = {
+            "sampling_s": seconds,
+            "mean_steps_per_draw": float(steps.mean()),
+            "ms_per_gradient": 1000 * seconds / gradients,
+            "min_ess_test_predictions": ess,
+            "ess_per_s": ess / seconds,
+        }
+    return {"svi_step_ms": svi_ms, "nuts": nuts_results, "version": numpyro.__version__}
 
 
 def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
@@ -326,25 +323,21 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
         "svi_ms_per_step": {
             "floor_adam": _per_step_ms(lambda n: _floor_step(data, n), config.svi_steps),
             "hand_written_bbb": _per_step_ms(lambda n: _bbb_step(data, n), config.svi_steps),
-            "pyro_bnn_meanfield": _per_step_ms(
-                _pyro_svi_step(data, backend="jit", seed=config.seed), config.svi_steps
+            "pyro_bnn_meanfield": _pyro_svi_step_ms(data, backend="jit", config=config),
+            "pyro_bnn_meanfield_inductor": _pyro_svi_step_ms(
+                data, backend="inductor", config=config
             ),
-            "pyro_bnn_meanfield_inductor": _per_step_ms(
-                _pyro_svi_step(data, backend="inductor", seed=config.seed), config.svi_steps
-            ),
-            "pyro_trace_elbo_autonormal_equivalent": _per_step_ms(
-                _pyro_svi_step(data, backend="pyro", seed=config.seed), config.svi_steps
+            "pyro_trace_elbo_autonormal_equivalent": _pyro_svi_step_ms(
+                data, backend="pyro", config=config
             ),
         },
         "same_posterior": _same_posterior(data, config),
-        "nuts": _pyro_nuts(data, config),
+        "nuts": {str(d): _pyro_nuts(data, config, d) for d in config.max_tree_depths},
         "predict": _predict(data, config),
     }
     reference = _numpyro(data, config)
     if reference is not None:
         results["numpyro"] = reference
-        n_grad = reference["nuts_mean_steps_per_draw"] * (config.nuts_warmup + config.nuts_samples)
-        reference["nuts_ms_per_gradient_sampling"] = 1000 * reference["nuts_wall_s"] / n_grad
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "speed.json").write_text(json.dumps(results, indent=2))
@@ -364,6 +357,56 @@ def _row(
     if ref is None:
         return f"| {what} | {value} | {ref_name} | |"
     return f"| {what} | {value} | {ref_name} {ref:{fmt}}{unit} | {ours / ref:.2f} |"
+
+
+def _nuts_rows(ours: dict, numpyro: dict) -> list[str]:
+    rows = []
+    for depth, mine in ours.items():
+        theirs = numpyro.get(depth, {})
+        rows += [
+            _row(
+                f"NUTS depth {depth}: ms per gradient",
+                mine["ms_per_gradient"],
+                " ms",
+                "NumPyro",
+                theirs.get("ms_per_gradient"),
+            ),
+            _row(
+                f"NUTS depth {depth}: leapfrog steps per draw",
+                mine["mean_steps_per_draw"],
+                "",
+                "NumPyro",
+                theirs.get("mean_steps_per_draw"),
+                fmt=".0f",
+            ),
+            _row(
+                f"NUTS depth {depth}: min ESS of test predictions",
+                mine["min_ess_test_predictions"],
+                "",
+                "NumPyro",
+                theirs.get("min_ess_test_predictions"),
+                fmt=".1f",
+            ),
+            _row(
+                f"NUTS depth {depth}: min ESS of test predictions per s",
+                mine["ess_per_s"],
+                "",
+                "NumPyro, same depth",
+                theirs.get("ess_per_s"),
+            ),
+        ]
+    if "10" in numpyro:
+        for depth, mine in ours.items():
+            rows.append(
+                _row(
+                    f"NUTS depth {depth}: min ESS of test predictions per s",
+                    mine["ess_per_s"],
+                    "",
+                    "NumPyro at its default depth 10",
+                    numpyro["10"]["ess_per_s"],
+                )
+            )
+    return rows
 
 
 def format_markdown(results: dict) -> str:
@@ -396,36 +439,7 @@ def format_markdown(results: dict) -> str:
             "BBB",
             bbb,
         ),
-        _row(
-            "NUTS: ms per gradient",
-            nuts["ms_per_gradient"],
-            " ms",
-            "NumPyro",
-            ref.get("nuts_ms_per_gradient_sampling"),
-        ),
-        _row(
-            "NUTS: leapfrog steps per draw",
-            nuts["mean_steps_per_draw"],
-            "",
-            "NumPyro",
-            ref.get("nuts_mean_steps_per_draw"),
-            fmt=".0f",
-        ),
-        _row(
-            "NUTS: min ESS of test predictions",
-            nuts["min_ess_test_predictions"],
-            "",
-            "NumPyro",
-            ref.get("nuts_min_ess_test_predictions"),
-            fmt=".1f",
-        ),
-        _row(
-            "NUTS: min ESS of test predictions per s",
-            nuts["ess_per_s"],
-            "",
-            "NumPyro",
-            ref.get("nuts_ess_per_s"),
-        ),
+        *_nuts_rows(nuts, ref.get("nuts", {})),
         _row(
             f"predict: {pred['rows']:,} inputs × {pred['draws']:,} draws",
             pred["wall_s"],
@@ -455,9 +469,9 @@ def format_markdown(results: dict) -> str:
     cfg = results["config"]
     header = (
         f"Measured {results['date']} on {results['machine']}; data: {results['data']}. "
-        f"NUTS: one chain, {cfg['nuts_warmup']} warmup + {cfg['nuts_samples']} draws, max tree "
-        f"depth {cfg['max_tree_depth']}; its time is the whole run (warmup and JIT compilation "
-        f"included) for both libraries."
+        f"NUTS: one chain, {cfg['nuts_warmup']} warmup + {cfg['nuts_samples']} draws, target "
+        f"acceptance {cfg['target_accept_prob']}, at each max tree depth; times cover warmup "
+        f"and sampling, not compilation (for NumPyro, a second run of the compiled sampler)."
     )
     return (
         "\n".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -191,6 +192,7 @@ def run_mcmc(
     if layout is not None and not _has_params(model, x, y):
         potential = Potential(model, x, y, backend=options.backend)
         initial = _flat_initial_params(model, x, y, layout, options)
+        potential(initial["theta"].reshape(-1, layout.size)[0])  # compile before sampling
         kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
         args, mcmc_kwargs = (), {"initial_params": initial}
     else:
@@ -207,7 +209,9 @@ def run_mcmc(
         hook_fn=recorder,
         **mcmc_kwargs,
     )
+    start = time.perf_counter()
     mcmc.run(*args)
+    run_s = time.perf_counter() - start
     samples = mcmc.get_samples(group_by_chain=True)
     if layout is not None:
         samples = layout.constrain(samples["theta"])
@@ -225,4 +229,5 @@ def run_mcmc(
         y_train=y,
         mcmc=mcmc,
         sample_stats=stats,
+        timings={"sampling_s": run_s, "gradients": kernel.num_gradients},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,7 +39,6 @@ class SVIOptions(Options):
     the model's flat compiled potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`,
     :class:`~pyro_bnn.potential.Potential`) when every latent is global and the model has
     no deterministic parameters; ``"pyro"`` (and every other case) uses ``Trace_ELBO``."""
-
 
     num_steps: int | None = None
     num_epochs: int | None = None
@@ -134,6 +134,8 @@ def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
             layout_ok = flat_layout(scaled_model, x, y) is not None
             if layout_ok:
                 potential = Potential(scaled_model, x, y, backend=options.backend)
+                rows = options.batch_size or len(x)
+                potential(torch.zeros(potential.layout.size), x[:rows], y[:rows])  # compile now
                 if elbo.supports(guide, potential):
                     return elbo.PotentialELBO(potential, num_particles=options.num_particles)
     return Trace_ELBO(
@@ -165,6 +167,7 @@ def run_svi(
     )
     losses: list[float] = []
     batches = _minibatches(len(x), options.batch_size)
+    loop_start = time.perf_counter()
     with tqdm(total=num_steps, desc=method, disable=not progress_bar) as bar:
         for step in range(num_steps):
             index = next(batches)
@@ -177,6 +180,7 @@ def run_svi(
             bar.update()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    loop_s = time.perf_counter() - loop_start
     num_draws = 1 if method == "map" else options.num_draws
     return Posterior(
         model=model,
@@ -186,4 +190,5 @@ def run_svi(
         y_train=y,
         guide=guide,
         losses=losses,
+        timings={"steps_s": loop_s, "steps": num_steps},
     )

@@ -17,7 +17,7 @@ def test_speed_bench_smoke(tmp_path):
         "pyro_bnn_meanfield",
         "pyro_trace_elbo_autonormal_equivalent",
     }
-    assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"].keys()
+    assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"]["3"].keys()
     assert saved["predict"]["rows"] == 500 and saved["predict"]["draws"] == 50
     assert set(saved["same_posterior"]) == {"compiled", "trace_elbo"}
     table = (tmp_path / "speed.md").read_text()
