@@ -66,5 +66,5 @@ def test_uci_loader_errors_name_the_path_and_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"index_train_3.txt.*index_features.txt"):
         datasets.uci("toy", 3, data_dir=tmp_path)
     (tmp_path / "uci" / "toy" / "index_test_0.txt").write_text("40\n")
-    with pytest.raises(ValueError, match="test indices outside 0..11"):
+    with pytest.raises(ValueError, match=r"test indices outside 0\.\.11"):
         datasets.uci("toy", 0, data_dir=tmp_path)

@@ -15,6 +15,7 @@ def test_speed_bench_smoke(tmp_path):
         "floor_adam",
         "hand_written_bbb",
         "pyro_bnn_meanfield",
+        "pyro_bnn_meanfield_inductor",
         "pyro_trace_elbo_autonormal_equivalent",
     }
     assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"]["3"].keys()
