@@ -35,9 +35,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
     from pyro_bnn.bench.speed import SpeedConfig, format_markdown, run_speed
 
     options = dict(
-        data_dir=args.data_dir, numpyro=not args.no_numpyro, max_tree_depth=args.max_tree_depth
+        data_dir=args.data_dir, numpyro=not args.no_numpyro, compute_bound=args.compute_bound
     )
-    options = {k: v for k, v in options.items() if v is not None}
     config = SpeedConfig.quick(**options) if args.quick else SpeedConfig(**options)
     results = run_speed(config, out=Path(args.out))
     print(format_markdown(results))
@@ -73,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     speed.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     speed.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro reference")
-    speed.add_argument("--max-tree-depth", type=int, default=None)
+    speed.add_argument(
+        "--compute-bound",
+        action="store_true",
+        help="also run NUTS on protein-sized synthetic data (100 units)",
+    )
     speed.set_defaults(run=_bench_speed)
 
     zoo = commands.add_parser("zoo", help="the model zoo")

@@ -59,6 +59,7 @@ class SpeedConfig:
     numpyro: bool = True
     data_dir: str | None = None
     threads: int = 2
+    compute_bound: bool = False
 
     @classmethod
     def quick(cls, **kwargs) -> SpeedConfig:
@@ -86,11 +87,11 @@ def _data(config: SpeedConfig) -> tuple[Split, str]:
         return Split(x[:455], y[:455], x[455:], y[455:]), "synthetic (boston's shape)"
 
 
-def _model():
+def _model(in_features: int = 13, hidden: int = HIDDEN):
     return zoo.build(
         "mlp-regression",
-        in_features=13,
-        hidden=(HIDDEN,),
+        in_features=in_features,
+        hidden=(hidden,),
         precision_prior=dist.Gamma(*map(torch.tensor, PRECISION)),
     )
 
@@ -184,15 +185,23 @@ def _prediction_ess(post: Posterior, x: torch.Tensor) -> float:
     return float(min(az.ess(loc[..., i]) for i in range(loc.shape[-1])))
 
 
-def _pyro_nuts(data: Split, config: SpeedConfig, depth: int) -> dict:
+def _pyro_nuts(
+    data: Split,
+    config: SpeedConfig,
+    depth: int,
+    *,
+    hidden: int = HIDDEN,
+    warmup: int | None = None,
+    draws: int | None = None,
+) -> dict:
     """NUTS timed over its sampling loop (warmup included, compilation excluded)."""
     post = fit(
-        _model(),
+        _model(data.x_train.shape[1], hidden),
         data.x_train,
         data.y_train,
         method="nuts",
-        warmup_steps=config.nuts_warmup,
-        num_samples=config.nuts_samples,
+        warmup_steps=config.nuts_warmup if warmup is None else warmup,
+        num_samples=config.nuts_samples if draws is None else draws,
         max_tree_depth=depth,
         target_accept_prob=config.target_accept_prob,
         progress_bar=False,
@@ -238,30 +247,91 @@ def _predict(data: Split, config: SpeedConfig) -> dict:
     }
 
 
-def _numpyro(data: Split, config: SpeedConfig) -> dict | None:
-    if not config.numpyro or importlib.util.find_spec("numpyro") is None:
-        return None
+def _numpyro_available(config: SpeedConfig) -> bool:
+    return config.numpyro and importlib.util.find_spec("numpyro") is not None
+
+
+def _numpyro_model(hidden: int) -> Callable:
     import jax
-    import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd
-    from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoNormal
-
-    numpyro.set_host_device_count(1)
-    x, y = jnp.asarray(data.x_train.numpy()), jnp.asarray(data.y_train.numpy())
-    x_test = jnp.asarray(data.x_test.numpy())
 
     def model(x, y=None):
-        w1 = numpyro.sample("w1", nd.Normal(0, 1).expand([13, HIDDEN]).to_event(2))
-        b1 = numpyro.sample("b1", nd.Normal(0, 1).expand([HIDDEN]).to_event(1))
-        w2 = numpyro.sample("w2", nd.Normal(0, 1).expand([HIDDEN, 1]).to_event(2))
+        d = x.shape[1]
+        w1 = numpyro.sample("w1", nd.Normal(0, 1).expand([d, hidden]).to_event(2))
+        b1 = numpyro.sample("b1", nd.Normal(0, 1).expand([hidden]).to_event(1))
+        w2 = numpyro.sample("w2", nd.Normal(0, 1).expand([hidden, 1]).to_event(2))
         b2 = numpyro.sample("b2", nd.Normal(0, 1).expand([1]).to_event(1))
         precision = numpyro.sample("precision", nd.Gamma(*PRECISION))
         f = (jax.nn.relu(x @ w1 + b1) @ w2 + b2)[:, 0]
         with numpyro.plate("data", x.shape[0]):
             numpyro.sample("obs", nd.Normal(f, precision**-0.5), obs=y)
 
+    return model
+
+
+def _numpyro_nuts(
+    data: Split,
+    config: SpeedConfig,
+    depth: int,
+    *,
+    hidden: int = HIDDEN,
+    warmup: int | None = None,
+    draws: int | None = None,
+) -> dict:
+    """NumPyro's NUTS on the same model; its compilation time (a 1 + 1 run) is subtracted."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC, NUTS
+
+    warmup = config.nuts_warmup if warmup is None else warmup
+    draws = config.nuts_samples if draws is None else draws
+    x, y = jnp.asarray(data.x_train.numpy()), jnp.asarray(data.y_train.numpy())
+    x_test = jnp.asarray(data.x_test.numpy())
+    model = _numpyro_model(hidden)
+
+    def sampler(num_warmup: int, num_samples: int) -> MCMC:
+        kernel = NUTS(model, max_tree_depth=depth, target_accept_prob=config.target_accept_prob)
+        return MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, progress_bar=False)
+
+    key = jax.random.PRNGKey(config.seed)
+    start = time.perf_counter()
+    sampler(1, 1).run(key, x, y)
+    compile_s = time.perf_counter() - start
+    nuts = sampler(warmup, draws)
+    start = time.perf_counter()
+    nuts.run(key, x, y, extra_fields=("num_steps",))
+    samples = nuts.get_samples()
+    jax.block_until_ready(samples)
+    seconds = max(time.perf_counter() - start - compile_s, 1e-9)
+    steps = np.asarray(nuts.get_extra_fields()["num_steps"])  # sampling draws only
+    f = jax.vmap(lambda s: (jax.nn.relu(x_test @ s["w1"] + s["b1"]) @ s["w2"] + s["b2"])[:, 0])(
+        samples
+    )
+    f = np.asarray(f)[None]
+    ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
+    gradients = float(steps.mean()) * (warmup + draws)  # warmup assumed as long as sampling
+    return {
+        "sampling_s": seconds,
+        "mean_steps_per_draw": float(steps.mean()),
+        "ms_per_gradient": 1000 * seconds / gradients,
+        "min_ess_test_predictions": ess,
+        "ess_per_s": ess / seconds,
+    }
+
+
+def _numpyro(data: Split, config: SpeedConfig) -> dict | None:
+    if not _numpyro_available(config):
+        return None
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    numpyro.set_host_device_count(1)
+    x, y = jnp.asarray(data.x_train.numpy()), jnp.asarray(data.y_train.numpy())
+    model = _numpyro_model(HIDDEN)
     svi = SVI(model, AutoNormal(model, init_scale=0.01), numpyro.optim.Adam(1e-3), Trace_ELBO())
     update = jax.jit(svi.update)
     state = svi.init(jax.random.PRNGKey(config.seed), x, y)
@@ -272,41 +342,42 @@ def _numpyro(data: Split, config: SpeedConfig) -> dict | None:
             state, loss = update(state, x, y)
         jax.block_until_ready(loss)
 
-    svi_ms = _per_step_ms(run_svi, config.svi_steps)
+    return {
+        "svi_step_ms": _per_step_ms(run_svi, config.svi_steps),
+        "nuts": {str(d): _numpyro_nuts(data, config, d) for d in config.max_tree_depths},
+        "version": numpyro.__version__,
+    }
 
-    nuts_results = {}
-    for depth in config.max_tree_depths:
 
-        def sampler(warmup: int, draws: int, depth: int = depth) -> MCMC:
-            kernel = NUTS(model, max_tree_depth=depth, target_accept_prob=config.target_accept_prob)
-            return MCMC(kernel, num_warmup=warmup, num_samples=draws, progress_bar=False)
+def protein_like(*, seed: int = 0, rows: int = 45_730, features: int = 9) -> Split:
+    """Synthetic data of protein's size (45,730 × 9), split 90/10, standardised."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, features, generator=g)
+    w = torch.randn(features, 16, generator=g) / features**0.5
+    y = torch.tanh(x @ w).sum(-1) / 4 + 0.5 * torch.randn(rows, generator=g)
+    y = (y - y.mean()) / y.std()
+    cut = int(0.9 * rows)
+    return Split(x[:cut], y[:cut], x[cut:], y[cut:])
 
-        key = jax.random.PRNGKey(config.seed)
-        # compilation is about the same for any length: time a 1 + 1 run and subtract it
-        start = time.perf_counter()
-        jax.block_until_ready(sampler(1, 1).run(key, x, y) or 0)
-        compile_s = time.perf_counter() - start
-        nuts = sampler(config.nuts_warmup, config.nuts_samples)
-        start = time.perf_counter()
-        nuts.run(key, x, y, extra_fields=("num_steps",))
-        samples = nuts.get_samples()
-        jax.block_until_ready(samples)
-        seconds = max(time.perf_counter() - start - compile_s, 1e-9)
-        steps = np.asarray(nuts.get_extra_fields()["num_steps"])
-        f = jax.vmap(lambda s: (jax.nn.relu(x_test @ s["w1"] + s["b1"]) @ s["w2"] + s["b2"])[:, 0])(
-            samples
-        )
-        f = np.asarray(f)[None]
-        ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
-        gradients = float(steps.sum()) * (config.nuts_warmup + config.nuts_samples) / len(steps)
-        nuts_results[str(depth)] = {
-            "sampling_s": seconds,
-            "mean_steps_per_draw": float(steps.mean()),
-            "ms_per_gradient": 1000 * seconds / gradients,
-            "min_ess_test_predictions": ess,
-            "ess_per_s": ess / seconds,
-        }
-    return {"svi_step_ms": svi_ms, "nuts": nuts_results, "version": numpyro.__version__}
+
+def run_compute_bound(
+    config: SpeedConfig, *, warmup: int = 100, draws: int = 100, depth: int = 5, hidden: int = 100
+) -> dict:
+    """NUTS on a compute-bound model: protein-sized synthetic data, 100 hidden units."""
+    torch.set_num_threads(config.threads)
+    data = protein_like(seed=config.seed)
+    settings = dict(hidden=hidden, warmup=warmup, draws=draws)
+    result = {
+        "data": "synthetic 45,730 x 9 (41,157 train / 4,573 test)",
+        "hidden": hidden,
+        "warmup": warmup,
+        "draws": draws,
+        "max_tree_depth": depth,
+        "pyro_bnn": _pyro_nuts(data, config, depth, **settings),
+    }
+    if _numpyro_available(config):
+        result["numpyro"] = _numpyro_nuts(data, config, depth, **settings)
+    return result
 
 
 def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
@@ -338,6 +409,8 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
     reference = _numpyro(data, config)
     if reference is not None:
         results["numpyro"] = reference
+    if config.compute_bound:
+        results["compute_bound"] = run_compute_bound(config)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "speed.json").write_text(json.dumps(results, indent=2))
@@ -457,6 +530,37 @@ def format_markdown(results: dict) -> str:
             fmt=".0f",
         ),
     ]
+    if "compute_bound" in results:
+        bound = results["compute_bound"]
+        mine, theirs = bound["pyro_bnn"], bound.get("numpyro", {})
+        label = (
+            f"compute-bound ({bound['data']}, {bound['hidden']} units, depth "
+            f"{bound['max_tree_depth']}, {bound['warmup']} + {bound['draws']})"
+        )
+        rows += [
+            _row(
+                f"NUTS {label}: ms per gradient",
+                mine["ms_per_gradient"],
+                " ms",
+                "NumPyro",
+                theirs.get("ms_per_gradient"),
+            ),
+            _row(
+                f"NUTS {label}: min ESS of test predictions",
+                mine["min_ess_test_predictions"],
+                "",
+                "NumPyro",
+                theirs.get("min_ess_test_predictions"),
+                fmt=".1f",
+            ),
+            _row(
+                f"NUTS {label}: min ESS of test predictions per s",
+                mine["ess_per_s"],
+                "",
+                "NumPyro",
+                theirs.get("ess_per_s"),
+            ),
+        ]
     same = results["same_posterior"]
     rows += [
         f"| meanfield final loss, compiled ELBO (mean ± sd, last 20 % of steps) | "

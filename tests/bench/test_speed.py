@@ -24,3 +24,11 @@ def test_speed_bench_smoke(tmp_path):
     table = (tmp_path / "speed.md").read_text()
     assert "| measurement | pyro-bnn | reference | ratio |" in table
     assert "SVI step: pyro-bnn `meanfield`" in table and results["date"] in table
+
+
+def test_protein_like_has_protein_shape():
+    from pyro_bnn.bench.speed import protein_like
+
+    data = protein_like(rows=1000)
+    assert data.x_train.shape == (900, 9) and data.x_test.shape == (100, 9)
+    assert abs(float(data.y_train.mean())) < 0.2
