@@ -37,7 +37,9 @@ def batched_linear(
             f"slot, got {tuple(weight.shape)}"
         )
     out = torch.matmul(x, weight.squeeze(-3).transpose(-1, -2))
-    return out if bias is None else out + bias
+    # in place: matmul's backward does not need its output, and this tensor is
+    # (draws × rows × units), the largest the model makes
+    return out if bias is None else out.add_(bias)
 
 
 class Linear(PyroModule[nn.Linear]):
@@ -51,6 +53,13 @@ class Linear(PyroModule[nn.Linear]):
 BATCHED_LAYERS: dict[type[nn.Module], type[PyroModule]] = {nn.Linear: Linear}
 
 
+def _activation(activation: type[nn.Module]) -> nn.Module:
+    """In place where the activation allows it: it acts on a fresh layer output."""
+    if activation in (nn.ReLU, nn.LeakyReLU, nn.ELU):
+        return activation(inplace=True)
+    return activation()
+
+
 def mlp(
     in_features: int,
     hidden: tuple[int, ...],
@@ -62,6 +71,6 @@ def mlp(
     sizes = (in_features, *hidden)
     layers: list[nn.Module] = []
     for n_in, n_out in itertools.pairwise(sizes):
-        layers += [nn.Linear(n_in, n_out), activation()]
+        layers += [nn.Linear(n_in, n_out), _activation(activation)]
     layers.append(nn.Linear(sizes[-1], out_features))
     return nn.Sequential(*layers)
