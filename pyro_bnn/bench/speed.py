@@ -575,7 +575,7 @@ def format_markdown(results: dict) -> str:
         f"Measured {results['date']} on {results['machine']}; data: {results['data']}. "
         f"NUTS: one chain, {cfg['nuts_warmup']} warmup + {cfg['nuts_samples']} draws, target "
         f"acceptance {cfg['target_accept_prob']}, at each max tree depth; times cover warmup "
-        f"and sampling, not compilation (for NumPyro, a second run of the compiled sampler)."
+        f"and sampling, not compilation (for NumPyro, the time of a 1 + 1 run is subtracted)."
     )
     return (
         "\n".join(
