@@ -34,7 +34,8 @@ class SVIOptions(Options):
     """``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
     Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
-    zoo's layers support it); ``num_draws`` guide draws kept in the Posterior.
+    zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
+    particles); ``num_draws`` guide draws kept in the Posterior.
     ``backend``: ``"jit"`` or ``"inductor"`` evaluate the ELBO of Gaussian guides through
     the model's flat compiled potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`,
     :class:`~pyro_bnn.potential.Potential`) when every latent is global and the model has

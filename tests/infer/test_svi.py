@@ -6,11 +6,14 @@ optimum: mean = posterior mean, variances = 1 / diag(posterior precision).
 
 SVI's error is the stationary noise of stochastic optimisation: its iterates fluctuate
 around the optimum with a spread that shrinks with the learning rate and the number of
-particles. With 8 vectorised particles and the learning rate decayed 0.05 → 0.0005 over
-3,000 steps, the largest errors over seeds 0–3 were 0.057 posterior sd for means, 0.042
-(relative to sqrt(Σ_ii Σ_jj)) for covariances and 1.6 % for mean-field scales
-(measured 2026-11-22). The tolerances below are 2.5× those.
+particles. With 8 particles and the learning rate decayed 0.05 → 0.0005 over 3,000 steps
+(the default compiled potential ELBO), the largest errors over seeds 0–3 were 0.068
+posterior sd for means, 0.039 (relative to sqrt(Σ_ii Σ_jj)) for covariances and 2.6 % for
+mean-field scales (measured 2026-11-22). The tolerances below (0.15, 0.1, 4 %) are 1.5–2.6×
+those; the tests run with a fixed seed.
 """
+
+import math
 
 import pyro
 import pytest
@@ -25,7 +28,6 @@ SVI = dict(
     lr=0.05,
     final_lr=0.0005,
     num_particles=8,
-    vectorize_particles=True,
     num_draws=10,
     progress_bar=False,
     seed=0,
@@ -158,3 +160,20 @@ def test_compiled_elbo_is_used_where_it_applies(conjugate):
                 model, guide, conjugate.x, conjugate.y, method="meanfield", options=options
             )
         assert isinstance(loss, expected)
+
+
+def test_trace_elbo_with_vectorised_particles(conjugate):
+    """backend="pyro" runs Pyro's Trace_ELBO; the zoo's layers batch its particles."""
+    post = fit(
+        conjugate.model(),
+        conjugate.x,
+        conjugate.y,
+        method="meanfield",
+        backend="pyro",
+        num_particles=4,
+        vectorize_particles=True,
+        num_steps=20,
+        num_draws=5,
+        progress_bar=False,
+    )
+    assert len(post.losses) == 20 and all(map(math.isfinite, post.losses))
