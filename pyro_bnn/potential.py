@@ -35,7 +35,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-__all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout"]
+__all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout", "flat_potential"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,29 @@ class FlatLayout:
         )
 
 
+def _prototype(model: Callable, x: torch.Tensor, y: torch.Tensor):
+    with torch.no_grad():
+        return poutine.trace(model).get_trace(x, y)
+
+
 def flat_layout(model: Callable, x: torch.Tensor, y: torch.Tensor) -> FlatLayout | None:
     """The flat layout of ``model``'s latent sites, or None if a latent sits in a plate."""
-    with torch.no_grad():
-        trace = poutine.trace(model).get_trace(x, y)
+    return _layout_of(_prototype(model, x, y))
+
+
+def flat_potential(
+    model: Callable, x: torch.Tensor, y: torch.Tensor, *, backend: str
+) -> Potential | None:
+    """``model``'s flat potential, or None where it does not apply: a latent inside a plate,
+    or deterministic parameters (a compiled potential would freeze them as constants)."""
+    trace = _prototype(model, x, y)
+    if any(site["type"] == "param" for site in trace.nodes.values()):
+        return None
+    layout = _layout_of(trace)
+    return None if layout is None else Potential(model, x, y, backend=backend, layout=layout)
+
+
+def _layout_of(trace) -> FlatLayout | None:
     names, shapes, unconstrained, transforms = [], [], [], []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
@@ -152,11 +171,17 @@ class Potential:
     """
 
     def __init__(
-        self, model: Callable, x: torch.Tensor, y: torch.Tensor, *, backend: str = "jit"
+        self,
+        model: Callable,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        backend: str = "jit",
+        layout: FlatLayout | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown potential backend {backend!r}; choose one of {BACKENDS}")
-        layout = flat_layout(model, x, y)
+        layout = layout or flat_layout(model, x, y)
         if layout is None:
             raise ValueError("the flat potential needs every latent site outside plates")
         self.model, self.x, self.y, self.backend, self.layout = model, x, y, backend, layout

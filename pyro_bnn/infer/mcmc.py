@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide import init_to_sample
 from pyro.infer.mcmc.util import initialize_model
 
 from pyro_bnn.infer.options import Options
 from pyro_bnn.posterior import Posterior
-from pyro_bnn.potential import FlatLayout, Potential, flat_layout
+from pyro_bnn.potential import FlatLayout, flat_potential
 
 __all__ = ["KERNELS", "HMCOptions", "MCMCOptions", "NUTSOptions", "run_mcmc"]
 
@@ -145,12 +144,6 @@ class _DrawRecorder:
         }
 
 
-def _has_params(model: Callable, x: torch.Tensor, y: torch.Tensor) -> bool:
-    with torch.no_grad():
-        trace = poutine.trace(model).get_trace(x, y)
-    return any(site["type"] == "param" for site in trace.nodes.values())
-
-
 def _flat_initial_params(model, x, y, layout: FlatLayout, options: MCMCOptions) -> dict:
     """Each chain's start (from ``init_strategy``) as one flat unconstrained vector."""
     initial, _, transforms, _ = initialize_model(
@@ -188,15 +181,16 @@ def run_mcmc(
     kernel runs on the model itself.
     """
     build_kernel = KERNELS[method][1]
-    layout = flat_layout(model, x, y) if options.backend != "pyro" else None
-    if layout is not None and not _has_params(model, x, y):
-        potential = Potential(model, x, y, backend=options.backend)
+    potential = None
+    if options.backend != "pyro":
+        potential = flat_potential(model, x, y, backend=options.backend)
+    layout = None if potential is None else potential.layout
+    if potential is not None:
         initial = _flat_initial_params(model, x, y, layout, options)
         potential(initial["theta"].reshape(-1, layout.size)[0])  # compile before sampling
         kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
         args, mcmc_kwargs = (), {"initial_params": initial}
     else:
-        layout = None
         kernel = build_kernel(options, model=model)
         args, mcmc_kwargs = (x, y), {}
     recorder = _DrawRecorder()

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import (
     AutoDelta,
@@ -24,7 +23,7 @@ from pyro_bnn.infer import elbo
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
 from pyro_bnn.posterior import Posterior
-from pyro_bnn.potential import Potential, flat_layout
+from pyro_bnn.potential import flat_potential
 
 __all__ = ["GUIDES", "GaussianGuideOptions", "LowRankOptions", "SVIOptions", "run_svi"]
 
@@ -130,15 +129,11 @@ def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
     """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO."""
     if options.backend != "pyro" and method != "map":
         guide(x, y)  # build the guide's prototype and parameters
-        trace = poutine.trace(scaled_model).get_trace(x, y)
-        if not any(site["type"] == "param" for site in trace.nodes.values()):
-            layout_ok = flat_layout(scaled_model, x, y) is not None
-            if layout_ok:
-                potential = Potential(scaled_model, x, y, backend=options.backend)
-                rows = options.batch_size or len(x)
-                potential(torch.zeros(potential.layout.size), x[:rows], y[:rows])  # compile now
-                if elbo.supports(guide, potential):
-                    return elbo.PotentialELBO(potential, num_particles=options.num_particles)
+        potential = flat_potential(scaled_model, x, y, backend=options.backend)
+        if potential is not None and elbo.supports(guide, potential):
+            rows = options.batch_size or len(x)
+            potential(torch.zeros(potential.layout.size), x[:rows], y[:rows])  # compile now
+            return elbo.PotentialELBO(potential, num_particles=options.num_particles)
     return Trace_ELBO(
         num_particles=options.num_particles,
         vectorize_particles=options.vectorize_particles,
