@@ -24,7 +24,7 @@ from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.validation import as_inputs, as_targets
 
-__all__ = ["site_dims", "to_inference_data"]
+__all__ = ["prediction_diagnostics", "row_diagnostics", "site_dims", "to_inference_data"]
 
 _INPUT_DIMS = {2: ("feature",), 4: ("channel", "height", "width")}
 
@@ -137,3 +137,32 @@ def to_inference_data(
     if posterior.losses:
         idata.sample_stats.attrs["elbo"] = -np.asarray(posterior.losses, dtype=np.float64)
     return idata
+
+
+def prediction_diagnostics(posterior: Posterior, x) -> dict[str, float]:
+    """Worst-case convergence of the predictive mean f(x_i) over the rows of ``x``.
+
+    Returns ``min_ess`` (ArviZ bulk ESS) and ``max_rhat`` (rank-normalised split R-hat,
+    which also splits a single chain in two) over the rows.
+
+    Example:
+        >>> import torch, pyro_bnn
+        >>> from pyro_bnn.zoo import build
+        >>> x, y = torch.randn(20, 2), torch.randn(20)
+        >>> post = pyro_bnn.fit(build("bayesian-linear-regression", in_features=2), x, y,
+        ...                     method="meanfield", num_steps=5, num_draws=40,
+        ...                     progress_bar=False)
+        >>> sorted(prediction_diagnostics(post, x))
+        ['max_rhat', 'min_ess']
+    """
+    loc = posterior.replay(x).loc.reshape(posterior.num_chains, posterior.num_draws, -1)
+    return row_diagnostics(_numpy(loc))
+
+
+def row_diagnostics(values: np.ndarray) -> dict[str, float]:
+    """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows)."""
+    dataset = az.convert_to_dataset({"f": np.asarray(values)}, dims={"f": [DATA_PLATE]})
+    return {
+        "min_ess": float(az.ess(dataset)["f"].min()),
+        "max_rhat": float(az.rhat(dataset)["f"].max()),
+    }

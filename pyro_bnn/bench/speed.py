@@ -29,16 +29,15 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
 from pyro_bnn import zoo
+from pyro_bnn.arviz import prediction_diagnostics, row_diagnostics
 from pyro_bnn.datasets import Split, uci
 from pyro_bnn.infer import fit
-from pyro_bnn.posterior import Posterior
 
 __all__ = ["SpeedConfig", "format_markdown", "run_speed"]
 
@@ -180,11 +179,6 @@ def _same_posterior(data: Split, config: SpeedConfig) -> dict:
     return report
 
 
-def _prediction_ess(post: Posterior, x: torch.Tensor) -> float:
-    loc = post.replay(x).loc.reshape(post.num_chains, post.num_draws, -1).numpy()
-    return float(min(az.ess(loc[..., i]) for i in range(loc.shape[-1])))
-
-
 def _pyro_nuts(
     data: Split,
     config: SpeedConfig,
@@ -208,7 +202,7 @@ def _pyro_nuts(
         seed=config.seed,
     )
     seconds, gradients = post.timings["sampling_s"], post.timings["gradients"]
-    ess = _prediction_ess(post, data.x_test)
+    ess = prediction_diagnostics(post, data.x_test)["min_ess"]
     return {
         "sampling_s": seconds,
         "gradients": gradients,
@@ -309,7 +303,7 @@ def _numpyro_nuts(
         samples
     )
     f = np.asarray(f)[None]
-    ess = float(min(az.ess(f[..., i]) for i in range(f.shape[-1])))
+    ess = row_diagnostics(f)["min_ess"]
     gradients = float(steps.mean()) * (warmup + draws)  # warmup assumed as long as sampling
     return {
         "sampling_s": seconds,
