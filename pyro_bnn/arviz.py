@@ -160,9 +160,18 @@ def prediction_diagnostics(posterior: Posterior, x) -> dict[str, float]:
 
 
 def row_diagnostics(values: np.ndarray) -> dict[str, float]:
-    """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows)."""
-    dataset = az.convert_to_dataset({"f": np.asarray(values)}, dims={"f": [DATA_PLATE]})
+    """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows).
+
+    ArviZ's R-hat needs two chains; a single chain is compared across its two halves
+    (which R-hat's own splitting then halves again).
+    """
+    values = np.asarray(values)
+    dataset = az.convert_to_dataset({"f": values}, dims={"f": [DATA_PLATE]})
+    if values.shape[0] == 1:
+        half = values.shape[1] // 2
+        values = np.stack([values[0, :half], values[0, half : 2 * half]])
+    halves = az.convert_to_dataset({"f": values}, dims={"f": [DATA_PLATE]})
     return {
         "min_ess": float(az.ess(dataset)["f"].min()),
-        "max_rhat": float(az.rhat(dataset)["f"].max()),
+        "max_rhat": float(az.rhat(halves)["f"].max()),
     }

@@ -1,4 +1,4 @@
-"""The ``pyro-bnn`` command: ``demo`` and ``zoo list``."""
+"""The ``pyro-bnn`` command: ``demo``, ``bench speed``, ``bench uci`` and ``zoo list``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,27 @@ def _bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_uci(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.uci import parse_splits, run_uci
+
+    out = Path(args.out)
+    document = run_uci(
+        datasets=[d.strip() for d in args.datasets.split(",") if d.strip()],
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        splits=parse_splits(args.splits),
+        out=out,
+        data_dir=args.data_dir,
+        published=Path(args.published) if args.published else None,
+        jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    print(f"written to {out}/results.json and results.md")
+    if document["failures"]:
+        print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-bnn", description="Bayesian neural networks on Pyro"
@@ -78,6 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run NUTS on protein-sized synthetic data (100 units)",
     )
     speed.set_defaults(run=_bench_speed)
+
+    uci = benches.add_parser(
+        "uci", help="UCI regression on the standard splits, beside the published table"
+    )
+    uci.add_argument(
+        "--datasets",
+        default="boston,concrete,energy,kin8nm,wine,yacht",
+        help="comma-separated dataset folders under <data-dir>/uci/",
+    )
+    uci.add_argument("--methods", default="nuts,meanfield,lowrank,map")
+    uci.add_argument("--splits", default="all", help="e.g. 0-19, 0,3,5-7 or all (default)")
+    uci.add_argument("--out", default="bench-output/uci", help="output directory")
+    uci.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding uci/ (default: $PYRO_BNN_DATA or ../shared/data)",
+    )
+    uci.add_argument(
+        "--published",
+        default=None,
+        help="published table (default: <data-dir>/../reference/uci_published.csv)",
+    )
+    uci.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    uci.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    uci.set_defaults(run=_bench_uci)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)

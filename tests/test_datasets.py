@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from pyro_bnn import datasets
+from tests.uci_files import write_uci
 
 
 def test_gap_regression_has_no_training_inputs_in_the_gap():
@@ -29,24 +30,8 @@ def test_data_dir_honours_environment(monkeypatch, tmp_path):
         datasets.sklearn_dataset("iris")
 
 
-def _write_uci(root, *, rows=12):
-    import numpy as np
-
-    directory = root / "uci" / "toy"
-    directory.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    table = np.column_stack([rng.normal(5, 2, rows), np.full(rows, 3.0), rng.normal(100, 10, rows)])
-    np.savetxt(directory / "data.txt", table)
-    (directory / "index_features.txt").write_text("0\n1\n")
-    (directory / "index_target.txt").write_text("2\n")
-    (directory / "n_splits.txt").write_text("1\n")
-    (directory / "index_train_0.txt").write_text("\n".join(map(str, range(9))) + "\n")
-    (directory / "index_test_0.txt").write_text("9\n10\n11\n")
-    return table
-
-
 def test_uci_loader_standardises_with_training_statistics(tmp_path):
-    table = _write_uci(tmp_path)
+    table = write_uci(tmp_path)
     split = datasets.uci("toy", 0, data_dir=tmp_path)
     assert datasets.uci_num_splits("toy", data_dir=tmp_path) == 1
     assert split.x_train.shape == (9, 2) and split.x_test.shape == (3, 2)
@@ -62,7 +47,7 @@ def test_uci_loader_standardises_with_training_statistics(tmp_path):
 def test_uci_loader_errors_name_the_path_and_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no UCI dataset directory .*uci/toy.*data.txt"):
         datasets.uci("toy", 0, data_dir=tmp_path)
-    _write_uci(tmp_path)
+    write_uci(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"index_train_3.txt.*index_features.txt"):
         datasets.uci("toy", 3, data_dir=tmp_path)
     (tmp_path / "uci" / "toy" / "index_test_0.txt").write_text("40\n")

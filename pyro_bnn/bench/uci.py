@@ -1,0 +1,402 @@
+"""``pyro-bnn bench uci``: the UCI regression protocol of Hernández-Lobato & Adams (2015).
+
+Every (dataset, method, split) cell:
+
+1. loads the standard split, standardised with its training rows
+   (:func:`pyro_bnn.datasets.uci`);
+2. carves a validation set (``validation_fraction`` of the training rows, a permutation
+   seeded by the split) and fits every candidate prior scale on the remaining rows,
+   keeping the one with the best validation log-likelihood;
+3. refits on the whole training split with that prior and reports test RMSE and test
+   log-likelihood in the original units of y, the wall time (selection included) and,
+   for NUTS, divergences, the max R-hat and the min ESS of the test predictions.
+
+The model is ``mlp-regression`` with one hidden layer of ``hidden`` ReLU units (100 for
+protein), a :class:`~pyro_bnn.priors.FanInGaussianPrior` N(0, c²/fan_in) on every weight
+and bias, and the observation noise learned under a Gamma prior on its precision, for
+every method. The test split is never seen before the final evaluation.
+
+Results are appended to ``results.json`` after each cell; a rerun skips the cells already
+there, so an interrupted run resumes.
+
+Example:
+    >>> UCIProtocol.tiny().methods["nuts"].fit["num_samples"]
+    20
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro.distributions as dist
+import torch
+from tqdm import tqdm
+
+from pyro_bnn import zoo
+from pyro_bnn.arviz import prediction_diagnostics
+from pyro_bnn.bench.uci_report import format_report, read_published
+from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
+from pyro_bnn.datasets import data_dir as resolve_data_dir
+from pyro_bnn.infer import fit
+from pyro_bnn.metrics import rmse, test_log_likelihood
+from pyro_bnn.priors import FanInGaussianPrior
+
+__all__ = [
+    "METHODS",
+    "Cell",
+    "MethodSetting",
+    "UCIProtocol",
+    "default_published_path",
+    "load_results",
+    "parse_splits",
+    "run_uci",
+]
+
+METHODS = ("nuts", "meanfield", "lowrank", "map")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSetting:
+    """``fit`` options of the final fit, and the overrides used for the validation fits."""
+
+    fit: Mapping[str, Any]
+    validation: Mapping[str, Any] = field(default_factory=dict)
+
+    def options(self, *, validation: bool) -> dict[str, Any]:
+        return {**self.fit, **(self.validation if validation else {})}
+
+
+def _svi(**overrides: Any) -> MethodSetting:
+    options = dict(num_steps=10_000, lr=0.01, final_lr=0.001, backend="inductor")
+    return MethodSetting(fit={**options, **overrides})
+
+
+def _default_methods() -> dict[str, MethodSetting]:
+    return {
+        "nuts": MethodSetting(
+            fit=dict(num_samples=500, warmup_steps=500, max_tree_depth=7, backend="inductor"),
+            validation=dict(num_samples=150, warmup_steps=150, max_tree_depth=6),
+        ),
+        "meanfield": _svi(num_draws=1000),
+        "lowrank": _svi(num_draws=1000, rank=10),
+        "map": _svi(),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UCIProtocol:
+    """The benchmark's fixed choices (documented in ``models/uci_regression.md``)."""
+
+    hidden: int = 50
+    hidden_by_dataset: Mapping[str, int] = field(default_factory=lambda: {"protein": 100})
+    precision_prior: tuple[float, float] = (1.0, 0.01)  # Gamma(concentration, rate)
+    prior_scales: tuple[float, ...] = (0.5, 1.0, 2.0)  # candidates for c in N(0, c²/fan_in)
+    validation_fraction: float = 0.2
+    methods: Mapping[str, MethodSetting] = field(default_factory=_default_methods)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
+        if not self.prior_scales or min(self.prior_scales) <= 0:
+            raise ValueError(f"prior_scales must be positive, got {self.prior_scales}")
+
+    @classmethod
+    def tiny(cls) -> UCIProtocol:
+        """Settings for tests: seconds per cell, the same code path."""
+        svi = dict(num_steps=30, lr=0.01, backend="jit", num_draws=50)
+        return cls(
+            hidden=8,
+            prior_scales=(1.0, 2.0),
+            methods={
+                "nuts": MethodSetting(
+                    fit=dict(num_samples=20, warmup_steps=20, max_tree_depth=3, backend="jit"),
+                    validation=dict(num_samples=10, warmup_steps=10),
+                ),
+                "meanfield": MethodSetting(fit=svi),
+                "lowrank": MethodSetting(fit={**svi, "rank": 2}),
+                "map": MethodSetting(fit={**svi, "num_draws": 1}),
+            },
+        )
+
+    def hidden_units(self, dataset: str) -> int:
+        return self.hidden_by_dataset.get(dataset, self.hidden)
+
+    def model(self, dataset: str, in_features: int, prior_scale: float):
+        concentration, rate = self.precision_prior
+        return zoo.build(
+            "mlp-regression",
+            in_features=in_features,
+            hidden=(self.hidden_units(dataset),),
+            prior=FanInGaussianPrior(c=prior_scale),
+            precision_prior=dist.Gamma(torch.tensor(concentration), torch.tensor(rate)),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able record of every choice, stored with the results."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    split: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.dataset, self.method, self.split)
+
+
+def parse_splits(text: str) -> list[int]:
+    """``"0-19"``, ``"0,3,5-7"`` or ``"all"`` (returned as an empty list: every split).
+
+    Example:
+        >>> parse_splits("0-2,5")
+        [0, 1, 2, 5]
+    """
+    if text.strip() == "all":
+        return []
+    splits: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            splits.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"splits must look like '0-19' or '0,3,5-7', got {text!r}") from None
+    if not splits or min(splits) < 0:
+        raise ValueError(f"splits must be non-negative ranges, got {text!r}")
+    return sorted(set(splits))
+
+
+def _carve_validation(data: UCISplit, fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    n = len(data.x_train)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    n_val = min(max(1, round(fraction * n)), n - 1)
+    fit_rows, val_rows = order[n_val:], order[:n_val]
+    return (
+        data.x_train[fit_rows],
+        data.y_train[fit_rows],
+        data.x_train[val_rows],
+        data.y_train[val_rows],
+    )
+
+
+def _fit(protocol: UCIProtocol, cell: Cell, x, y, prior_scale: float, *, validation: bool):
+    setting = protocol.methods[cell.method]
+    model = protocol.model(cell.dataset, x.shape[1], prior_scale)
+    seed = protocol.seed + cell.split
+    options = setting.options(validation=validation)
+    return fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
+
+
+def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[str, Any]:
+    """Select the prior scale on validation, refit, evaluate on the test split."""
+    start = time.perf_counter()
+    data = uci(cell.dataset, cell.split, data_dir=data_dir)
+    x_fit, y_fit, x_val, y_val = _carve_validation(
+        data, protocol.validation_fraction, protocol.seed + cell.split
+    )
+    validation_ll = {}
+    for c in protocol.prior_scales:
+        post = _fit(protocol, cell, x_fit, y_fit, c, validation=True)
+        validation_ll[c] = test_log_likelihood(post.log_likelihood(x_val, y_val))
+    best = max(validation_ll, key=lambda c: validation_ll[c])
+    selection_s = time.perf_counter() - start
+
+    post = _fit(protocol, cell, data.x_train, data.y_train, best, validation=False)
+    mean = post.predict(data.x_test, num_samples=None).mean
+    record: dict[str, Any] = {
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "split": cell.split,
+        "rmse": rmse(mean, data.y_test, y_scale=data.y_std),
+        "test_ll": test_log_likelihood(
+            post.log_likelihood(data.x_test, data.y_test), y_scale=data.y_std
+        ),
+        "prior_scale": best,
+        "validation_ll": {str(c): ll for c, ll in validation_ll.items()},
+        "noise_std": float(post.draws["precision"].rsqrt().mean()) * data.y_std,
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "selection_s": selection_s,
+        "fit_s": post.wall_time,
+    }
+    if post.mcmc is not None:
+        record["divergences"] = int(post.sample_stats["diverging"].sum())
+        record["mean_steps_per_draw"] = float(post.sample_stats["n_steps"].mean())
+        record.update(
+            {
+                f"{k}_test_predictions": v
+                for k, v in prediction_diagnostics(post, data.x_test).items()
+            }
+        )
+    record["wall_s"] = time.perf_counter() - start
+    # JSON has no NaN: a figure that cannot be computed (e.g. R-hat of a tiny run) is null
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """``results.json``, or a fresh document; a file that is not ours is an error."""
+    if not path.exists():
+        return {"records": []}
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); move it away to start afresh"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+        raise ValueError(f"{path} has no 'records' list; it was not written by bench uci")
+    return document
+
+
+def _save(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written file
+
+
+def _cells(
+    datasets: Iterable[str], methods: Iterable[str], splits: list[int], data_dir: str | None
+) -> list[Cell]:
+    cells = []
+    for dataset in datasets:
+        available = uci_num_splits(dataset, data_dir=data_dir)
+        wanted = splits or list(range(available))
+        missing = [s for s in wanted if s >= available]
+        if missing:
+            raise ValueError(f"{dataset} has {available} splits; split(s) {missing} do not exist")
+        cells += [Cell(dataset, method, split) for method in methods for split in wanted]
+    return cells
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def run_uci(
+    *,
+    datasets: Iterable[str],
+    methods: Iterable[str],
+    splits: list[int],
+    out: Path,
+    data_dir: str | None = None,
+    published: Path | None = None,
+    protocol: UCIProtocol | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every missing cell, saving ``out/results.json`` and ``out/results.md`` after
+    each; returns the document.
+
+    ``splits`` empty means every split of each dataset. ``jobs`` > 1 runs cells in that
+    many processes, each with ``cpu_count // jobs`` torch threads. ``published`` is the
+    published table (default ``<data_dir>/../reference/uci_published.csv``, skipped if
+    absent).
+    """
+    protocol = protocol or UCIProtocol()
+    methods = list(methods)
+    unknown = [m for m in methods if m not in protocol.methods]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {unknown}; the benchmark runs {list(protocol.methods)}"
+        )
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    cells = _cells(list(datasets), methods, splits, data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    document = load_results(path)
+    if published is None:
+        published = default_published_path(data_dir)
+    reference = read_published(published) if published.is_file() else None
+    if reference is None:
+        log(f"no published table at {published}; results.md shows our methods only")
+    done = {(r["dataset"], r["method"], r["split"]) for r in document["records"]}
+    todo = [cell for cell in cells if cell.key not in done]
+    document.setdefault("protocol", protocol.describe())
+    document.setdefault("started", date.today().isoformat())
+    document["machine"] = _machine()
+    log(f"{len(cells) - len(todo)} of {len(cells)} cells already in {path}; running {len(todo)}")
+
+    def record(result: dict[str, Any]) -> None:
+        result["date"] = date.today().isoformat()
+        document["records"].append(result)
+        save()
+        bar.write(
+            f"{result['dataset']:>10s} {result['method']:>9s} split {result['split']:>2d}: "
+            f"rmse {result['rmse']:.3f}  test_ll {result['test_ll']:.3f}  "
+            f"c={result['prior_scale']}  {result['wall_s']:.0f}s"
+        )
+        bar.update()
+
+    def failed(cell: Cell, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}"
+        document["failures"].append({**asdict(cell), "error": message})
+        bar.write(f"{cell.dataset:>10s} {cell.method:>9s} split {cell.split:>2d}: FAILED {message}")
+        bar.update()
+
+    def save() -> None:
+        _save(path, document)
+        (out / "results.md").write_text(format_report(document, reference))
+
+    document["failures"] = []  # failures are retried by the next run
+    run_start = time.perf_counter()
+    with tqdm(total=len(todo), desc="bench uci", disable=not progress) as bar:
+        if jobs == 1:
+            for cell in todo:
+                try:
+                    record(run_cell(protocol, cell, data_dir))
+                except Exception as error:  # reported, and retried next run
+                    failed(cell, error)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(
+                jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(threads,),
+            ) as pool:
+                futures = {pool.submit(run_cell, protocol, cell, data_dir): cell for cell in todo}
+                for future in as_completed(futures):
+                    try:
+                        record(future.result())
+                    except Exception as error:
+                        failed(futures[future], error)
+    document.setdefault("runs", []).append(
+        {
+            "date": date.today().isoformat(),
+            "jobs": jobs,
+            "cells": len(todo),
+            "elapsed_s": time.perf_counter() - run_start,
+        }
+    )
+    save()
+    return document
+
+
+def default_published_path(data_dir: str | None) -> Path:
+    """``<data_dir>/../reference/uci_published.csv``."""
+    return resolve_data_dir(data_dir).parent / "reference" / "uci_published.csv"
