@@ -14,8 +14,17 @@ CASES = {
         torch.randint(0, 4, (12,)),
     ),
     "bayesian-linear-regression": (dict(in_features=3), torch.randn(12)),
+    "uci-mlp": (dict(in_features=3, hidden=8), torch.randn(12)),
 }
 SITES = {
+    "uci-mlp": {
+        "net.0.weight": (8, 3),
+        "net.0.bias": (8,),
+        "net.2.weight": (1, 8),
+        "net.2.bias": (1,),
+        "precision": (),
+        "obs": (12,),
+    },
     "mlp-regression": {
         "net.0.weight": (8, 3),
         "net.0.bias": (8,),

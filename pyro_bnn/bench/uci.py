@@ -11,10 +11,10 @@ Every (dataset, method, split) cell:
    log-likelihood in the original units of y, the wall time (selection included) and,
    for NUTS, divergences, the max R-hat and the min ESS of the test predictions.
 
-The model is ``mlp-regression`` with one hidden layer of ``hidden`` ReLU units (100 for
-protein), a :class:`~pyro_bnn.priors.FanInGaussianPrior` N(0, c²/fan_in) on every weight
-and bias, and the observation noise learned under a Gamma prior on its precision, for
-every method. The test split is never seen before the final evaluation.
+The model is the zoo's ``uci-mlp`` (``models/uci_mlp.py``, card ``models/uci_mlp.md``):
+one hidden layer of ``hidden`` ReLU units (100 for protein), N(0, c²/fan_in) on every
+weight and bias, and the observation noise learned under a Gamma prior on its
+precision, for every method. The test split is never seen before the final evaluation.
 
 Results are appended to ``results.json`` after each cell; a rerun skips the cells already
 there, so an interrupted run resumes.
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro.distributions as dist
 import torch
 from tqdm import tqdm
 
@@ -51,7 +50,6 @@ from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
 from pyro_bnn.datasets import data_dir as resolve_data_dir
 from pyro_bnn.infer import fit
 from pyro_bnn.metrics import rmse, test_log_likelihood
-from pyro_bnn.priors import FanInGaussianPrior
 
 __all__ = [
     "METHODS",
@@ -137,13 +135,13 @@ class UCIProtocol:
         return self.hidden_by_dataset.get(dataset, self.hidden)
 
     def model(self, dataset: str, in_features: int, prior_scale: float):
-        concentration, rate = self.precision_prior
+        """The zoo's ``uci-mlp`` for ``dataset`` with prior scale c = ``prior_scale``."""
         return zoo.build(
-            "mlp-regression",
+            "uci-mlp",
             in_features=in_features,
-            hidden=(self.hidden_units(dataset),),
-            prior=FanInGaussianPrior(c=prior_scale),
-            precision_prior=dist.Gamma(torch.tensor(concentration), torch.tensor(rate)),
+            hidden=self.hidden_units(dataset),
+            prior_scale=prior_scale,
+            precision_prior=self.precision_prior,
         )
 
     def describe(self) -> dict[str, Any]:
