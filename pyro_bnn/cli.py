@@ -46,8 +46,11 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 def _bench_uci(args: argparse.Namespace) -> int:
     from pyro_bnn.bench.uci import parse_splits, run_uci
+    from pyro_bnn.bench.uci_report import split_card, update_card
 
     out = Path(args.out)
+    if args.card:
+        split_card(Path(args.card))  # a card without its markers fails before the run
     document = run_uci(
         datasets=[d.strip() for d in args.datasets.split(",") if d.strip()],
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
@@ -59,6 +62,9 @@ def _bench_uci(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"written to {out}/results.json and results.md")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text())
+        print(f"tables written into {args.card}")
     if document["failures"]:
         print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
         return 1
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="published table (default: <data-dir>/../reference/uci_published.csv)",
     )
     uci.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    uci.add_argument("--card", default=None, help="model card whose result section gets the tables")
     uci.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     uci.set_defaults(run=_bench_uci)
 
@@ -133,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: say what, no traceback
+        print(f"pyro-bnn: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

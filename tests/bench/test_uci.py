@@ -200,3 +200,23 @@ def test_bench_on_real_boston_split(tmp_path):
     )
     report = (tmp_path / "results.md").read_text()
     assert "MC dropout" in report and "Against the published figures" in report
+
+
+def test_card_gets_the_tables_between_its_markers(tmp_path, capsys):
+    from pyro_bnn.bench.uci_report import CARD_BEGIN, CARD_END, update_card
+
+    card = tmp_path / "card.md"
+    card.write_text(f"# card\n\nbefore\n{CARD_BEGIN}\nold\n{CARD_END}\nafter\n")
+    update_card(card, "# UCI regression benchmark\n\n### Test RMSE\n\n| a |\n")
+    text = card.read_text()
+    assert text.startswith("# card\n\nbefore\n") and text.endswith(f"{CARD_END}\nafter\n")
+    assert "#### Test RMSE" in text and "old" not in text and "UCI regression" not in text
+
+    # a card without markers is refused before anything runs, and left as it was
+    card.write_text("# no markers\n")
+    write_uci(tmp_path, rows=40)
+    args = ["bench", "uci", "--datasets", "toy", "--methods", "map", "--splits", "0"]
+    args += ["--out", str(tmp_path / "o"), "--data-dir", str(tmp_path), "--card", str(card)]
+    assert main(args) == 2
+    assert "needs one line" in capsys.readouterr().err
+    assert card.read_text() == "# no markers\n" and not (tmp_path / "o").exists()

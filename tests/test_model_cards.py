@@ -1,0 +1,34 @@
+"""Model cards quote their benchmark's committed output, never hand-typed figures."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pyro_bnn.bench.uci import default_published_path, load_results
+from pyro_bnn.bench.uci_report import format_report, read_published, update_card
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "uci"
+
+
+def test_uci_card_quotes_the_committed_report(tmp_path):
+    card = ROOT / "models" / "uci_mlp.md"
+    report = RESULTS / "results.md"
+    if not report.exists():
+        pytest.skip("no committed UCI benchmark output in benchmarks/uci/")
+    regenerated = tmp_path / "card.md"
+    shutil.copy(card, regenerated)
+    update_card(regenerated, report.read_text())
+    assert regenerated.read_text() == card.read_text(), (
+        "models/uci_mlp.md is out of date: rerun `pyro-bnn bench uci ... --card models/uci_mlp.md`"
+    )
+
+
+def test_uci_report_is_the_report_of_the_committed_records():
+    published = default_published_path(None)
+    if not (RESULTS / "results.json").exists() or not published.is_file():
+        pytest.skip("needs benchmarks/uci/results.json and the shared published table")
+    document = load_results(RESULTS / "results.json")
+    expected = format_report(document, read_published(published))
+    assert (RESULTS / "results.md").read_text() == expected
