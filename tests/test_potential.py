@@ -5,7 +5,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
-from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+)
 from pyro.infer.mcmc.util import initialize_model
 
 from pyro_bnn import zoo
@@ -50,7 +55,9 @@ def test_flat_layout_refuses_local_latents():
         Potential(model, X, Y)
 
 
-@pytest.mark.parametrize("guide_type", [AutoDiagonalNormal, AutoMultivariateNormal])
+@pytest.mark.parametrize(
+    "guide_type", [AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal]
+)
 def test_potential_elbo_estimates_trace_elbo(guide_type):
     """Both are unbiased estimates of the same −ELBO: their means over 400 draws agree
     within 4 standard errors of the difference."""
@@ -62,3 +69,27 @@ def test_potential_elbo_estimates_trace_elbo(guide_type):
     b = torch.tensor([Trace_ELBO().loss(model, guide, X, Y) for _ in range(400)])
     se = (a.var() / 400 + b.var() / 400).sqrt()
     assert (a.mean() - b.mean()).abs() < 4 * se
+
+
+def test_lowrank_entropy_is_the_distributions():
+    model = zoo.build("mlp-regression", in_features=3, hidden=(4,))
+    guide = AutoLowRankMultivariateNormal(model, init_scale=0.3, rank=3)
+    guide(X, Y)
+    with torch.no_grad():
+        guide.cov_factor.normal_()
+    _, entropy = PotentialELBO(Potential(model, X, Y))._sample(guide)
+    expected = guide.get_posterior().entropy()
+    torch.testing.assert_close(entropy, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_map_loss_is_trace_elbo_loss_exactly():
+    """A Delta guide has no sampling noise: the potential's loss, with the Jacobian of the
+    positive noise precision taken back out, is −log p(y, θ) like Trace_ELBO's."""
+    model = zoo.build("mlp-regression", in_features=3, hidden=(4,))
+    guide = AutoDelta(model)
+    guide(X, Y)
+    fast = PotentialELBO(Potential(model, X, Y))
+    loss = fast(model, guide, X, Y)
+    torch.testing.assert_close(loss, torch.tensor(Trace_ELBO().loss(model, guide, X, Y)))
+    loss.backward()
+    assert all(p.grad is not None for p in guide.parameters())

@@ -35,7 +35,7 @@ class SVIOptions(Options):
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
     particles); ``num_draws`` guide draws kept in the Posterior.
-    ``backend``: ``"jit"`` or ``"inductor"`` evaluate the ELBO of Gaussian guides through
+    ``backend``: ``"jit"`` or ``"inductor"`` evaluate the ELBO of every guide here through
     the model's flat compiled potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`,
     :class:`~pyro_bnn.potential.Potential`) when every latent is global and the model has
     no deterministic parameters; ``"pyro"`` (and every other case) uses ``Trace_ELBO``."""
@@ -127,7 +127,7 @@ def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
 
 def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
     """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO."""
-    if options.backend != "pyro" and method != "map":
+    if options.backend != "pyro":
         guide(x, y)  # build the guide's prototype and parameters
         potential = flat_potential(scaled_model, x, y, backend=options.backend)
         if potential is not None and elbo.supports(guide, potential):
