@@ -19,6 +19,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -27,8 +28,12 @@ from torch import nn
 __all__ = [
     "FanInGaussianPrior",
     "GaussianPrior",
+    "ImproperLogUniform",
+    "LaplacePrior",
+    "LogUniformPrior",
     "Prior",
     "PriorHook",
+    "ScaleMixturePrior",
     "Selector",
     "fan_in",
 ]
@@ -81,11 +86,12 @@ def fan_in(module: nn.Module, parameter: torch.Tensor) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class Prior:
-    """Base class: a selector plus a per-parameter scale; subclasses choose the scale."""
+    """Base class: a selector plus the prior of one element, i.i.d. over the parameter."""
 
     select: Selector = field(default_factory=Selector)
 
-    def scale_for(self, name: str, module: nn.Module, parameter: torch.Tensor) -> float:
+    def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
+        """The univariate prior of each element of ``parameter``."""
         raise NotImplementedError
 
     def __call__(
@@ -93,11 +99,32 @@ class Prior:
     ) -> dist.Distribution | None:
         if not self.select.selects(name, module):
             return None
-        scale = self.scale_for(name, module, parameter)
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"prior scale for {name!r} must be positive and finite, got {scale}")
-        zeros = torch.zeros((), dtype=parameter.dtype, device=parameter.device)
-        return dist.Normal(zeros, zeros + scale).expand(parameter.shape).to_event(parameter.dim())
+        element = self.element(name, module, parameter)
+        return element.expand(parameter.shape).to_event(parameter.dim())
+
+
+def _scalar(value: float, parameter: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(float(value), dtype=parameter.dtype, device=parameter.device)
+
+
+def _positive(name: str, what: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} for {name!r} must be positive and finite, got {value}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaledPrior(Prior):
+    """A location-zero family with a per-parameter scale; subclasses choose the scale."""
+
+    family: type[dist.Distribution] = dist.Normal
+
+    def scale_for(self, name: str, module: nn.Module, parameter: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
+        scale = _positive(name, "prior scale", self.scale_for(name, module, parameter))
+        return self.family(_scalar(0.0, parameter), _scalar(scale, parameter))
 
 
 def _layer_override(name: str, overrides: Mapping[str, float]) -> float | None:
@@ -109,7 +136,7 @@ def _layer_override(name: str, overrides: Mapping[str, float]) -> float | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GaussianPrior(Prior):
+class GaussianPrior(ScaledPrior):
     """Isotropic N(0, σ²) on every selected parameter.
 
     ``scale`` is σ; ``layer_scales`` maps module-name (or parameter-name) patterns to a
@@ -127,7 +154,7 @@ class GaussianPrior(Prior):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FanInGaussianPrior(Prior):
+class FanInGaussianPrior(ScaledPrior):
     """N(0, c²/fan_in): the scale shrinks with the number of inputs to a unit.
 
     Biases use the fan-in of their layer's weight, so ``c`` means the same for both.
@@ -140,3 +167,88 @@ class FanInGaussianPrior(Prior):
         override = _layer_override(name, self.layer_c)
         c = self.c if override is None else override
         return c / math.sqrt(fan_in(module, parameter))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaplacePrior(GaussianPrior):
+    """Laplace(0, b) on every selected parameter: ``scale`` is b (``layer_scales`` as for
+    :class:`GaussianPrior`). At the MAP, an L1 penalty ‖w‖₁/b."""
+
+    family: type[dist.Distribution] = dist.Laplace
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleMixturePrior(Prior):
+    """π N(0, σ1²) + (1 − π) N(0, σ2²) (Blundell et al. 2015), σ1 > σ2: a wide component
+    and a narrow one that pulls many weights to zero. No closed-form KL against a Gaussian
+    exists, so an ELBO estimates it by Monte Carlo.
+
+    Example:
+        >>> prior = ScaleMixturePrior(pi=0.5, sigma1=math.exp(-1), sigma2=math.exp(-7))
+        >>> w = torch.zeros(3, 2)
+        >>> prior("0.weight", torch.nn.Linear(2, 3), w).event_shape
+        torch.Size([3, 2])
+    """
+
+    pi: float = 0.5
+    sigma1: float = 1.0
+    sigma2: float = math.exp(-6)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.pi < 1:
+            raise ValueError(f"mixture weight pi must be in (0, 1), got {self.pi}")
+        _positive("the mixture", "sigma1", self.sigma1)
+        _positive("the mixture", "sigma2", self.sigma2)
+
+    def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
+        like = dict(dtype=parameter.dtype, device=parameter.device)
+        scales = torch.tensor([self.sigma1, self.sigma2], **like)
+        return dist.MixtureSameFamily(
+            dist.Categorical(probs=torch.tensor([self.pi, 1 - self.pi], **like)),
+            dist.Normal(torch.zeros_like(scales), scales),
+        )
+
+
+class ImproperLogUniform(dist.TorchDistribution):
+    """The improper log-uniform density, log p(w) = −log|w| + const, on the real line.
+
+    It has a log-density but no normalising constant, so it cannot be sampled: drawing from
+    it (a prior predictive, or initialising from the prior) raises an error that says so.
+    Use it with a variational family that suits it, whose KL to this prior is finite up to
+    a constant, e.g. multiplicative Gaussian noise (Molchanov et al. 2017).
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = dist.constraints.real
+    has_rsample = False
+
+    def __init__(self, batch_shape=(), validate_args=None) -> None:
+        super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ImproperLogUniform, _instance)
+        super(ImproperLogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -value.abs().log()
+
+    def sample(self, sample_shape=()):
+        raise NotImplementedError(
+            "the log-uniform prior is improper (its density −log|w| does not integrate), so it "
+            "cannot be sampled: there is no prior predictive and no initialisation from the "
+            "prior. Fit it with a guide (e.g. init_loc_fn=init_to_value or init_to_uniform) "
+            "and predict from the posterior."
+        )
+
+    def rsample(self, sample_shape=()):
+        return self.sample(sample_shape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUniformPrior(Prior):
+    """The improper log-uniform prior on every selected parameter (see
+    :class:`ImproperLogUniform`)."""
+
+    def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
+        return ImproperLogUniform()
