@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["BATCHED_LAYERS", "Linear", "batched_linear", "mlp"]
+from pyro_bnn.local_reparam import layer_output
+
+__all__ = ["BATCHED_LAYERS", "Conv2d", "Linear", "batched_linear", "mlp"]
 
 
 def batched_linear(
@@ -43,14 +45,48 @@ def batched_linear(
 
 
 class Linear(PyroModule[nn.Linear]):
-    """A ``PyroModule[nn.Linear]`` whose weight and bias may carry draw dimensions."""
+    """A ``PyroModule[nn.Linear]`` whose weight and bias may carry draw dimensions.
+
+    Its output goes through :func:`pyro_bnn.local_reparam.layer_output`, so a handler may
+    draw it from the posterior's moments instead (local reparameterization)."""
+
+    unbatched_input_dim = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_output(self, x, name=self._pyro_name)
+
+    def sampled_forward(self, x: torch.Tensor) -> torch.Tensor:
         return batched_linear(x, self.weight, self.bias)
 
+    @staticmethod
+    def functional(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        return F.linear(x, weight, bias)
 
-# torch layer -> its batched Pyro counterpart, used by ``bayesianize``.
-BATCHED_LAYERS: dict[type[nn.Module], type[PyroModule]] = {nn.Linear: Linear}
+
+class Conv2d(PyroModule[nn.Conv2d]):
+    """A ``PyroModule[nn.Conv2d]`` whose output goes through ``layer_output`` (local
+    reparameterization); one weight draw at a time (batched draws fall back to
+    :func:`pyro_bnn.replay.replay`'s sequential path)."""
+
+    unbatched_input_dim = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_output(self, x, name=self._pyro_name)
+
+    def sampled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if weight.dim() != 4:
+            raise ValueError(
+                f"Conv2d takes one weight draw at a time, got weight {tuple(weight.shape)}"
+            )
+        return self.functional(x, weight, self.bias)
+
+    def functional(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        return self._conv_forward(x, weight, bias)
+
+
+# torch layer -> its Pyro counterpart, used by ``bayesianize``.
+BATCHED_LAYERS: dict[type[nn.Module], type[PyroModule]] = {nn.Linear: Linear, nn.Conv2d: Conv2d}
 
 
 def _activation(activation: type[nn.Module]) -> nn.Module:

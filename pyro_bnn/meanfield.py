@@ -1,0 +1,47 @@
+"""Per-site mean and standard deviation of a mean-field Gaussian guide.
+
+Bayes by Backprop's posterior is N(μ, σ²) per weight with σ = softplus(ρ): Pyro's
+``AutoNormal`` (one (μ, ρ) pair per site) and ``AutoDiagonalNormal`` (one flat pair, the
+``meanfield`` method) are both exactly that family, since both constrain their scale with
+``softplus``. :func:`site_loc_scale` reads (μ, σ) of one site from either, which is what
+local reparameterization and pruning by signal-to-noise ratio need.
+
+Example:
+    >>> import torch
+    >>> from pyro.infer.autoguide import AutoDiagonalNormal
+    >>> from pyro_bnn.zoo import build
+    >>> model = build("mlp-regression", in_features=2, hidden=(3,))
+    >>> guide = AutoDiagonalNormal(model); _ = guide(torch.zeros(4, 2), torch.zeros(4))
+    >>> [t.shape for t in site_loc_scale(guide, "net.0.weight")]
+    [torch.Size([3, 2]), torch.Size([3, 2])]
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+
+__all__ = ["MEANFIELD_GUIDES", "site_loc_scale"]
+
+MEANFIELD_GUIDES = (AutoNormal, AutoDiagonalNormal)
+
+
+def site_loc_scale(guide, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ) of site ``name`` in unconstrained space (the site's own space for weights),
+    differentiable with respect to the guide's parameters."""
+    if guide.prototype_trace is None:
+        raise ValueError("the guide has not been run yet: call guide(x, y) once first")
+    if name not in guide.prototype_trace.nodes:
+        raise KeyError(f"the guide has no site {name!r}")
+    if isinstance(guide, AutoNormal):
+        return guide._get_loc_and_scale(name)
+    if isinstance(guide, AutoDiagonalNormal):
+        with guide._pyro_context:
+            loc, scale = guide.loc, guide.scale
+        locs = dict((site["name"], v) for site, v in guide._unpack_latent(loc))
+        scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
+        return locs[name], scales[name]
+    raise TypeError(
+        f"{type(guide).__name__} is not a mean-field Gaussian guide; "
+        f"use one of {', '.join(g.__name__ for g in MEANFIELD_GUIDES)}"
+    )
