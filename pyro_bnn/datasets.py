@@ -15,13 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyro_bnn.idx import read_idx
+
 __all__ = [
     "DATA_DIR_ENV",
     "GapRegression",
     "Split",
     "data_dir",
     "gap_regression",
+    "mnist",
     "sklearn_dataset",
+    "uci",
+    "uci_num_splits",
 ]
 
 DATA_DIR_ENV = "PYRO_BNN_DATA"
@@ -195,3 +200,46 @@ def uci(name: str, split: int, *, data_dir: str | os.PathLike | None = None) -> 
         y_mean=y_mean,
         y_std=y_std,
     )
+
+
+def _subdir(name: str, root: str | os.PathLike | None) -> Path:
+    return data_dir(root) / name
+
+
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def mnist(
+    name: str = "mnist",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    num_train: int = 8000,
+    seed: int = 0,
+    pixel_scale: float = 126.0,
+    flatten: bool = True,
+) -> Split:
+    """The 10,000 images of ``<data_dir>/<name>/`` (``mnist`` or ``notmnist``) as a fixed
+    train/test split: a permutation seeded by ``seed``, its first ``num_train`` images for
+    training and the rest for testing. Pixels are divided by ``pixel_scale`` (126 as in
+    Blundell et al. 2015); ``flatten`` gives (n, 784), else (n, 1, 28, 28).
+    """
+    root = _subdir(name, data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no image directory {root}; expected {', '.join(MNIST_FILES)} there "
+            f"(set --data-dir or ${DATA_DIR_ENV} to the folder that holds {name}/)"
+        )
+    paths = [root / f for f in MNIST_FILES]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"missing {path}; {root} must hold {', '.join(MNIST_FILES)}")
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{root}: images {images.shape} and labels {labels.shape} do not match")
+    if not 0 < num_train < len(images):
+        raise ValueError(f"num_train must be in 1..{len(images) - 1}, got {num_train}")
+    order = np.random.default_rng(seed).permutation(len(images))
+    x = torch.as_tensor(images[order], dtype=torch.float32) / pixel_scale
+    x = x.reshape(len(x), -1) if flatten else x[:, None]
+    y = torch.as_tensor(labels[order].astype(np.int64))
+    return Split(x[:num_train], y[:num_train], x[num_train:], y[num_train:])

@@ -53,3 +53,73 @@ def test_uci_loader_errors_name_the_path_and_files(tmp_path):
     (tmp_path / "uci" / "toy" / "index_test_0.txt").write_text("40\n")
     with pytest.raises(ValueError, match=r"test indices outside 0\.\.11"):
         datasets.uci("toy", 0, data_dir=tmp_path)
+
+
+def _write_idx(path, array):
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def _write_mnist(root, n=20):
+    import numpy as np
+
+    directory = root / "mnist"
+    directory.mkdir(parents=True)
+    images = np.arange(n * 784).reshape(n, 28, 28) % 253
+    _write_idx(directory / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return images
+
+
+def test_mnist_split_is_seeded_scaled_and_complete(tmp_path):
+    images = _write_mnist(tmp_path)
+    split = datasets.mnist(data_dir=tmp_path, num_train=15, seed=3)
+    assert split.x_train.shape == (15, 784) and split.x_test.shape == (5, 784)
+    assert split.y_train.dtype == torch.long
+    again = datasets.mnist(data_dir=tmp_path, num_train=15, seed=3, flatten=False)
+    assert again.x_train.shape == (15, 1, 28, 28)
+    torch.testing.assert_close(again.x_train.reshape(15, -1), split.x_train)
+    # every image once, pixels / 126, labels kept with their images
+    rows = torch.cat([split.x_train, split.x_test]) * 126
+    first = torch.as_tensor(images.reshape(20, -1), dtype=torch.float32)
+    order = [int(torch.nonzero((first == r.round()).all(1))[0]) for r in rows]
+    assert sorted(order) == list(range(20))
+    assert torch.equal(torch.cat([split.y_train, split.y_test]), torch.tensor(order) % 10)
+
+
+def test_mnist_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no image directory .*mnist.*t10k-images"):
+        datasets.mnist(data_dir=tmp_path)
+    _write_mnist(tmp_path)
+    labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="not a readable gzip file"):
+        datasets.mnist(data_dir=tmp_path)
+    _write_idx(labels, [1, 2, 3])
+    with pytest.raises(ValueError, match=r"images \(20, 28, 28\) and labels \(3,\) do not match"):
+        datasets.mnist(data_dir=tmp_path)
+    import gzip
+
+    labels.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x14abc"))
+    with pytest.raises(ValueError, match="header promises 20 bytes"):
+        datasets.mnist(data_dir=tmp_path)
+    with pytest.raises(ValueError, match="num_train"):
+        _write_idx(labels, list(range(20)))
+        datasets.mnist(data_dir=tmp_path, num_train=20)
+
+
+def test_real_mnist_when_present():
+    try:
+        split = datasets.mnist()
+    except FileNotFoundError as error:
+        pytest.skip(f"MNIST absent: {error}")
+    assert split.x_train.shape == (8000, 784) and split.x_test.shape == (2000, 784)
+    assert set(split.y_train.unique().tolist()) == set(range(10))
