@@ -4,6 +4,18 @@ Use it through :mod:`pyro_bnn.zoo` (``zoo.build("mlp-regression", in_features=3)
 import a model class directly (``from models.mlp_regression import MLPRegression``).
 """
 
-from models import bayesian_linear_regression, mlp_classification, mlp_regression, uci_mlp
+from models import (
+    bayesian_linear_regression,
+    bbb_mlp,
+    mlp_classification,
+    mlp_regression,
+    uci_mlp,
+)
 
-__all__ = ["bayesian_linear_regression", "mlp_classification", "mlp_regression", "uci_mlp"]
+__all__ = [
+    "bayesian_linear_regression",
+    "bbb_mlp",
+    "mlp_classification",
+    "mlp_regression",
+    "uci_mlp",
+]

@@ -33,6 +33,7 @@ __all__ = [
     "LogUniformPrior",
     "Prior",
     "PriorHook",
+    "ScaleMixtureNormal",
     "ScaleMixturePrior",
     "Selector",
     "fan_in",
@@ -203,10 +204,18 @@ class ScaleMixturePrior(Prior):
     def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
         like = dict(dtype=parameter.dtype, device=parameter.device)
         scales = torch.tensor([self.sigma1, self.sigma2], **like)
-        return dist.MixtureSameFamily(
+        return ScaleMixtureNormal(
             dist.Categorical(probs=torch.tensor([self.pi, 1 - self.pi], **like)),
             dist.Normal(torch.zeros_like(scales), scales),
         )
+
+
+class ScaleMixtureNormal(dist.MixtureSameFamily):
+    """A zero-mean Gaussian scale mixture: ``MixtureSameFamily`` whose support is declared
+    as the real line (torch's generic mixture support has no unconstraining transform, which
+    autoguides and HMC need)."""
+
+    support = dist.constraints.real
 
 
 class ImproperLogUniform(dist.TorchDistribution):

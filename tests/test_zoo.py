@@ -15,8 +15,18 @@ CASES = {
     ),
     "bayesian-linear-regression": (dict(in_features=3), torch.randn(12)),
     "uci-mlp": (dict(in_features=3, hidden=8), torch.randn(12)),
+    "bbb-mlp": (dict(in_features=3, num_classes=4, width=8), torch.randint(0, 4, (12,))),
 }
 SITES = {
+    "bbb-mlp": {
+        "net.0.weight": (8, 3),
+        "net.0.bias": (8,),
+        "net.2.weight": (8, 8),
+        "net.2.bias": (8,),
+        "net.4.weight": (4, 8),
+        "net.4.bias": (4,),
+        "obs": (12,),
+    },
     "uci-mlp": {
         "net.0.weight": (8, 3),
         "net.0.bias": (8,),
