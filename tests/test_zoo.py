@@ -85,7 +85,7 @@ def test_zoo_model(name):
     pred = post.predict(torch.randn(5, 3), num_samples=7)
     assert pred.samples.shape == (7, 5)
     assert pred.mean.shape == pred.std.shape == (5,)
-    if name == "mlp-classification":
+    if name in ("mlp-classification", "bbb-mlp"):
         assert pred.probs.shape == (5, 4)
         torch.testing.assert_close(pred.probs.sum(-1), torch.ones(5))
     else:
