@@ -202,20 +202,55 @@ class ScaleMixturePrior(Prior):
         _positive("the mixture", "sigma2", self.sigma2)
 
     def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
-        like = dict(dtype=parameter.dtype, device=parameter.device)
-        scales = torch.tensor([self.sigma1, self.sigma2], **like)
-        return ScaleMixtureNormal(
-            dist.Categorical(probs=torch.tensor([self.pi, 1 - self.pi], **like)),
-            dist.Normal(torch.zeros_like(scales), scales),
-        )
+        return ScaleMixtureNormal(self.pi, self.sigma1, self.sigma2)
 
 
-class ScaleMixtureNormal(dist.MixtureSameFamily):
-    """A zero-mean Gaussian scale mixture: ``MixtureSameFamily`` whose support is declared
-    as the real line (torch's generic mixture support has no unconstraining transform, which
-    autoguides and HMC need)."""
+class ScaleMixtureNormal(dist.TorchDistribution):
+    """π N(0, σ1²) + (1 − π) N(0, σ2²) with scalar π, σ1, σ2, i.i.d. over its batch shape.
 
+    Written out rather than as ``MixtureSameFamily``: that one expands both components to
+    the full weight shape and takes logs of the expanded scales, several times slower on a
+    2.4-million-weight network, and its support has no unconstraining transform. Here
+    log p(w) = logaddexp(a1 − w²/(2σ1²), a2 − w²/(2σ2²)) with the constants
+    a_k = log π_k − log σ_k − ½ log 2π computed once.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
     support = dist.constraints.real
+    has_rsample = False
+
+    def __init__(
+        self, pi: float, sigma1: float, sigma2: float, batch_shape=(), validate_args=None
+    ) -> None:
+        self.pi, self.sigma1, self.sigma2 = float(pi), float(sigma1), float(sigma2)
+        half_log_2pi = 0.5 * math.log(2 * math.pi)
+        self._a1 = math.log(self.pi) - math.log(self.sigma1) - half_log_2pi
+        self._a2 = math.log1p(-self.pi) - math.log(self.sigma2) - half_log_2pi
+        super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return ScaleMixtureNormal(self.pi, self.sigma1, self.sigma2, batch_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        square = value.square()
+        wide = square.mul(-0.5 / self.sigma1**2).add_(self._a1)
+        narrow = square.mul_(-0.5 / self.sigma2**2).add_(self._a2)
+        return torch.logaddexp(wide, narrow)
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            scale = torch.where(torch.rand(shape) < self.pi, self.sigma1, self.sigma2)
+            return torch.randn(shape) * scale
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.zeros(self.batch_shape)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        var = self.pi * self.sigma1**2 + (1 - self.pi) * self.sigma2**2
+        return torch.full(self.batch_shape, var)
 
 
 class ImproperLogUniform(dist.TorchDistribution):

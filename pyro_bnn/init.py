@@ -1,0 +1,37 @@
+"""Initial values for guides and samplers that do not draw from the prior.
+
+Drawing the initial weights from the prior is Pyro's ``init_to_sample``; it fails for an
+improper prior (log-uniform) and, for wide layers under a broad prior (a scale mixture
+with σ1 = 1 over 1,200 inputs), starts with exploding activations. :func:`init_to_fan_in`
+starts like torch's default layer initialisation instead.
+
+Example:
+    >>> import torch, pyro.distributions as dist
+    >>> site = {"name": "net.0.weight", "fn": dist.Normal(0.0, 1.0).expand([4, 100]).to_event(2)}
+    >>> value = init_to_fan_in(site)
+    >>> value.shape, bool(value.abs().max() <= 0.1)
+    (torch.Size([4, 100]), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.infer.autoguide.initialization import init_to_feasible
+
+__all__ = ["init_to_fan_in"]
+
+
+def init_to_fan_in(site: dict | None = None, *, gain: float = 1.0):
+    """Weights (sites named ``…weight``, shaped (out, in, …)) ~ U(−g/√fan_in, g/√fan_in)
+    with ``gain`` g (torch's default Linear/Conv2d init has g = 1); every other site
+    (biases, noise precision) at its feasible point (zero for real sites)."""
+    if site is None:
+        return lambda site: init_to_fan_in(site, gain=gain)
+    fn = site["fn"]
+    shape = fn.batch_shape + fn.event_shape
+    if site["name"].rpartition(".")[2] == "weight" and len(shape) >= 2:
+        bound = gain / math.sqrt(math.prod(shape[1:]))
+        return torch.empty(shape).uniform_(-bound, bound)
+    return init_to_feasible(site)
