@@ -71,6 +71,21 @@ def _bench_uci(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_mnist_bbb(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.mnist_bbb import MnistBBBConfig, format_markdown, run_mnist_bbb
+
+    options = {"data_dir": args.data_dir}
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    config = MnistBBBConfig.tiny(**options) if args.quick else MnistBBBConfig(**options)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    report = run_mnist_bbb(config, out=Path(args.out), methods=methods,
+                           progress=not args.no_progress)  # fmt: skip
+    print(format_markdown(report))
+    print(f"written to {args.out}/results.json, results.md and weights.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-bnn", description="Bayesian neural networks on Pyro"
@@ -131,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     uci.add_argument("--card", default=None, help="model card whose result section gets the tables")
     uci.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     uci.set_defaults(run=_bench_uci)
+
+    bbb = benches.add_parser(
+        "mnist-bbb", help="Bayes by Backprop vs SGD and dropout on MNIST, with SNR pruning"
+    )
+    bbb.add_argument("--out", default="bench-output/mnist-bbb", help="output directory")
+    bbb.add_argument(
+        "--data-dir", default=None, help="folder holding mnist/ (default: ../shared/data)"
+    )
+    bbb.add_argument("--methods", default="sgd,dropout,bbb_gaussian,bbb_mixture")
+    bbb.add_argument("--epochs", type=int, default=None, help="epochs per candidate")
+    bbb.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    bbb.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bbb.set_defaults(run=_bench_mnist_bbb)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)

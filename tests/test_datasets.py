@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from pyro_bnn import datasets
+from tests.image_files import write_idx, write_mnist
 from tests.uci_files import write_uci
 
 
@@ -55,32 +56,8 @@ def test_uci_loader_errors_name_the_path_and_files(tmp_path):
         datasets.uci("toy", 0, data_dir=tmp_path)
 
 
-def _write_idx(path, array):
-    import gzip
-    import struct
-
-    import numpy as np
-
-    array = np.asarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    path.write_bytes(gzip.compress(header + array.tobytes()))
-
-
-def _write_mnist(root, n=20):
-    import numpy as np
-
-    directory = root / "mnist"
-    directory.mkdir(parents=True)
-    images = np.arange(n * 784).reshape(n, 28, 28) % 253
-    _write_idx(directory / "t10k-images-idx3-ubyte.gz", images)
-    _write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    return images
-
-
 def test_mnist_split_is_seeded_scaled_and_complete(tmp_path):
-    images = _write_mnist(tmp_path)
+    images = write_mnist(tmp_path)
     split = datasets.mnist(data_dir=tmp_path, num_train=15, seed=3)
     assert split.x_train.shape == (15, 784) and split.x_test.shape == (5, 784)
     assert split.y_train.dtype == torch.long
@@ -98,12 +75,12 @@ def test_mnist_split_is_seeded_scaled_and_complete(tmp_path):
 def test_mnist_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no image directory .*mnist.*t10k-images"):
         datasets.mnist(data_dir=tmp_path)
-    _write_mnist(tmp_path)
+    write_mnist(tmp_path)
     labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="not a readable gzip file"):
         datasets.mnist(data_dir=tmp_path)
-    _write_idx(labels, [1, 2, 3])
+    write_idx(labels, [1, 2, 3])
     with pytest.raises(ValueError, match=r"images \(20, 28, 28\) and labels \(3,\) do not match"):
         datasets.mnist(data_dir=tmp_path)
     import gzip
@@ -112,7 +89,7 @@ def test_mnist_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="header promises 20 bytes"):
         datasets.mnist(data_dir=tmp_path)
     with pytest.raises(ValueError, match="num_train"):
-        _write_idx(labels, list(range(20)))
+        write_idx(labels, list(range(20)))
         datasets.mnist(data_dir=tmp_path, num_train=20)
 
 
