@@ -21,6 +21,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "GapRegression",
     "Split",
+    "bbb_curve",
     "data_dir",
     "gap_regression",
     "mnist",
@@ -77,6 +78,31 @@ def gap_regression(
     y_train = _truth(x_train) + noise * torch.randn(num_train, generator=g)
     y_test = _truth(x_test) + noise * torch.randn(num_test, generator=g)
     return GapRegression(x_train[:, None], y_train, x_test[:, None], y_test, gap=gap)
+
+
+def bbb_curve(
+    *, num_train: int = 100, num_test: int = 300, noise_var: float = 0.02, seed: int = 0
+) -> Split:
+    """The regression curve of Blundell et al. 2015 (section 5.2):
+    y = x + 0.3 sin 2π(x + ε) + 0.3 sin 4π(x + ε) + ε with ε ~ N(0, ``noise_var``).
+
+    Training x is uniform on [0, 0.5], as in the paper's figure; test x is uniform on
+    [−0.2, 1.2], so most of it lies outside the data, where the band should widen.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def curve(x: torch.Tensor) -> torch.Tensor:
+        eps = noise_var**0.5 * torch.randn(x.shape, generator=g)
+        return (
+            x
+            + 0.3 * torch.sin(2 * torch.pi * (x + eps))
+            + 0.3 * torch.sin(4 * torch.pi * (x + eps))
+            + eps
+        )
+
+    x_train = 0.5 * torch.rand(num_train, generator=g)
+    x_test = -0.2 + 1.4 * torch.rand(num_test, generator=g)
+    return Split(x_train[:, None], curve(x_train), x_test[:, None], curve(x_test))
 
 
 def sklearn_dataset(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> Split:

@@ -100,3 +100,12 @@ def test_real_mnist_when_present():
         pytest.skip(f"MNIST absent: {error}")
     assert split.x_train.shape == (8000, 784) and split.x_test.shape == (2000, 784)
     assert set(split.y_train.unique().tolist()) == set(range(10))
+
+
+def test_bbb_curve_trains_on_half_the_test_range():
+    data = datasets.bbb_curve(seed=1)
+    assert data.x_train.shape == (100, 1) and data.y_train.shape == (100,)
+    assert 0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 0.5
+    assert float(data.x_test.min()) < 0 and float(data.x_test.max()) > 1
+    # y − x is the two sines plus noise: bounded by 0.6 + a few noise sds (sd 0.14)
+    assert float((data.y_train - data.x_train[:, 0]).abs().max()) < 0.6 + 5 * 0.02**0.5
