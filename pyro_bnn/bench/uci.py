@@ -367,38 +367,45 @@ def run_uci(
         (out / "results.md").write_text(format_report(document, reference))
 
     document["failures"] = []  # failures are retried by the next run
+    done_before = len(document["records"])
     run_start = time.perf_counter()
-    with tqdm(total=len(todo), desc="bench uci", disable=not progress) as bar:
-        if jobs == 1:
-            for cell in todo:
-                try:
-                    record(run_cell(protocol, cell, data_dir))
-                except Exception as error:  # reported, and retried next run
-                    failed(cell, error)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(
-                jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(threads,),
-            ) as pool:
-                futures = {pool.submit(run_cell, protocol, cell, data_dir): cell for cell in todo}
-                for future in as_completed(futures):
-                    try:
-                        record(future.result())
-                    except Exception as error:
-                        failed(futures[future], error)
-    document.setdefault("runs", []).append(
-        {
-            "date": date.today().isoformat(),
-            "jobs": jobs,
-            "cells": len(todo),
-            "elapsed_s": time.perf_counter() - run_start,
-        }
-    )
-    save()
+    try:
+        with tqdm(total=len(todo), desc="bench uci", disable=not progress) as bar:
+            _run_cells(protocol, todo, data_dir, jobs, record, failed)
+    finally:  # an interrupted run (Ctrl-C) still records what it did
+        document.setdefault("runs", []).append(
+            {
+                "date": date.today().isoformat(),
+                "jobs": jobs,
+                "cells": len(document["records"]) - done_before,
+                "elapsed_s": time.perf_counter() - run_start,
+            }
+        )
+        save()
     return document
+
+
+def _run_cells(protocol, todo: list[Cell], data_dir, jobs: int, record, failed) -> None:
+    if jobs == 1:
+        for cell in todo:
+            try:
+                record(run_cell(protocol, cell, data_dir))
+            except Exception as error:  # reported, and retried next run
+                failed(cell, error)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads,),
+    ) as pool:
+        futures = {pool.submit(run_cell, protocol, cell, data_dir): cell for cell in todo}
+        for future in as_completed(futures):
+            try:
+                record(future.result())
+            except Exception as error:  # reported, and retried next run
+                failed(futures[future], error)
 
 
 def default_published_path(data_dir: str | None) -> Path:
