@@ -18,15 +18,26 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.infer.autoguide.initialization import init_to_feasible
+from torch.distributions import biject_to
 
-__all__ = ["init_to_fan_in"]
+__all__ = ["init_to_fan_in", "init_to_support_zero"]
+
+
+def init_to_support_zero(site: dict | None = None):
+    """Every site at the image of zero under its support's bijection (0 for real sites,
+    1 for positive ones). Unlike Pyro's ``init_to_feasible`` it never calls
+    ``sample()``, so it serves improper priors too."""
+    if site is None:
+        return init_to_support_zero
+    fn = site["fn"]
+    zero = torch.zeros(fn.batch_shape + fn.event_shape)
+    return biject_to(fn.support)(zero).detach()
 
 
 def init_to_fan_in(site: dict | None = None, *, gain: float = 1.0):
     """Weights (sites named ``…weight``, shaped (out, in, …)) ~ U(−g/√fan_in, g/√fan_in)
     with ``gain`` g (torch's default Linear/Conv2d init has g = 1); every other site
-    (biases, noise precision) at its feasible point (zero for real sites)."""
+    (biases, noise precision) at :func:`init_to_support_zero`."""
     if site is None:
         return lambda site: init_to_fan_in(site, gain=gain)
     fn = site["fn"]
@@ -34,4 +45,4 @@ def init_to_fan_in(site: dict | None = None, *, gain: float = 1.0):
     if site["name"].rpartition(".")[2] == "weight" and len(shape) >= 2:
         bound = gain / math.sqrt(math.prod(shape[1:]))
         return torch.empty(shape).uniform_(-bound, bound)
-    return init_to_feasible(site)
+    return init_to_support_zero(site)

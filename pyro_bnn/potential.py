@@ -32,8 +32,11 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
+
+from pyro_bnn.init import init_to_support_zero
 
 __all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout", "flat_potential"]
 
@@ -81,7 +84,9 @@ class FlatLayout:
 
 
 def _prototype(model: Callable, x: torch.Tensor, y: torch.Tensor):
-    with torch.no_grad():
+    # latents at a feasible point: only shapes and supports are read, and an improper
+    # prior cannot be sampled
+    with torch.no_grad(), InitMessenger(init_to_support_zero):
         return poutine.trace(model).get_trace(x, y)
 
 

@@ -281,8 +281,8 @@ class ImproperLogUniform(dist.TorchDistribution):
         raise NotImplementedError(
             "the log-uniform prior is improper (its density −log|w| does not integrate), so it "
             "cannot be sampled: there is no prior predictive and no initialisation from the "
-            "prior. Fit it with a guide (e.g. init_loc_fn=init_to_value or init_to_uniform) "
-            "and predict from the posterior."
+            "prior. Fit it with a guide started elsewhere (init_loc_fn=pyro_bnn.init."
+            "init_to_fan_in, or Pyro's init_to_uniform) and predict from the posterior."
         )
 
     def rsample(self, sample_shape=()):
@@ -292,7 +292,10 @@ class ImproperLogUniform(dist.TorchDistribution):
 @dataclass(frozen=True, kw_only=True)
 class LogUniformPrior(Prior):
     """The improper log-uniform prior on every selected parameter (see
-    :class:`ImproperLogUniform`)."""
+    :class:`ImproperLogUniform`); by default weights only, biases stay deterministic (a
+    bias at zero would have infinite density)."""
+
+    select: Selector = field(default_factory=lambda: Selector(parameters=("weight",)))
 
     def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
         return ImproperLogUniform()

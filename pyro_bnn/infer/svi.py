@@ -1,4 +1,4 @@
-"""SVI with Pyro autoguides: ``map``, ``meanfield``, ``lowrank``, ``fullrank``."""
+"""SVI with autoguides: ``map``, ``meanfield``, ``multiplicative``, ``lowrank``, ``fullrank``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pyro.infer.autoguide import (
 from pyro.optim import ClippedAdam
 from tqdm import tqdm
 
+from pyro_bnn.guides import AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
 from pyro_bnn.infer.kl_weighting import KL_WEIGHTINGS, KLWeight, kl_weights
 from pyro_bnn.infer.options import Options
@@ -117,6 +118,10 @@ def _meanfield_guide(model: Callable, o: MeanFieldOptions):
     return AutoDiagonalNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
 
 
+def _multiplicative_guide(model: Callable, o: MeanFieldOptions):
+    return AutoMultiplicativeNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
+
+
 def _lowrank_guide(model: Callable, o: LowRankOptions):
     return AutoLowRankMultivariateNormal(
         model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale, rank=o.rank
@@ -131,6 +136,7 @@ def _fullrank_guide(model: Callable, o: GaussianGuideOptions):
 GUIDES: dict[str, tuple[type[SVIOptions], Callable]] = {
     "map": (SVIOptions, _map_guide),
     "meanfield": (MeanFieldOptions, _meanfield_guide),
+    "multiplicative": (MeanFieldOptions, _multiplicative_guide),
     "lowrank": (LowRankOptions, _lowrank_guide),
     "fullrank": (GaussianGuideOptions, _fullrank_guide),
 }
