@@ -373,14 +373,15 @@ def run_uci(
         with tqdm(total=len(todo), desc="bench uci", disable=not progress) as bar:
             _run_cells(protocol, todo, data_dir, jobs, record, failed)
     finally:  # an interrupted run (Ctrl-C) still records what it did
-        document.setdefault("runs", []).append(
-            {
-                "date": date.today().isoformat(),
-                "jobs": jobs,
-                "cells": len(document["records"]) - done_before,
-                "elapsed_s": time.perf_counter() - run_start,
-            }
-        )
+        if len(document["records"]) > done_before:
+            document.setdefault("runs", []).append(
+                {
+                    "date": date.today().isoformat(),
+                    "jobs": jobs,
+                    "cells": len(document["records"]) - done_before,
+                    "elapsed_s": time.perf_counter() - run_start,
+                }
+            )
         save()
     return document
 

@@ -302,11 +302,20 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     if published is not None:
         lines += ["", *_comparisons(datasets, table, published)]
     lines += ["", *_cost_table(datasets, methods, table)]
-    elapsed = sum(run.get("elapsed_s", 0.0) for run in document.get("runs", []))
-    if elapsed:
+    runs = document.get("runs", [])
+    if runs:
+        elapsed = sum(run["elapsed_s"] for run in runs)
+        cells = sum(run["cells"] for run in runs)
+        jobs = ", ".join(str(run["jobs"]) for run in runs)
         lines.append(
-            f"\nElapsed time of the runs that produced this file: {elapsed / 3600:.2f} h "
-            f"({', '.join(str(run.get('jobs')) for run in document['runs'])} jobs)."
+            f"\nElapsed time of the recorded runs: {elapsed / 3600:.2f} h for {cells} cells "
+            f"({jobs} jobs)."
+        )
+    if sum(run["cells"] for run in runs) < len(records):
+        lines.append(
+            f"\n{len(records) - sum(run['cells'] for run in runs)} cells came from runs stopped "
+            "before they could record their elapsed time; their per-cell wall times above "
+            "are complete."
         )
     nuts = _nuts_table(datasets, table)
     if len(nuts) > 4:
