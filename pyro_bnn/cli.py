@@ -1,4 +1,4 @@
-"""The ``pyro-bnn`` command: ``demo``, ``bench speed``, ``bench uci`` and ``zoo list``."""
+"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb`` and ``zoo list``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def _zoo_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _bench_speed(args: argparse.Namespace) -> int:
     from pyro_bnn.bench.speed import SpeedConfig, format_markdown, run_speed
 
@@ -52,8 +57,8 @@ def _bench_uci(args: argparse.Namespace) -> int:
     if args.card:
         split_card(Path(args.card))  # a card without its markers fails before the run
     document = run_uci(
-        datasets=[d.strip() for d in args.datasets.split(",") if d.strip()],
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        datasets=_names(args.datasets),
+        methods=_names(args.methods),
         splits=parse_splits(args.splits),
         out=out,
         data_dir=args.data_dir,
@@ -78,7 +83,7 @@ def _bench_mnist_bbb(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         options["epochs"] = args.epochs
     config = MnistBBBConfig.tiny(**options) if args.quick else MnistBBBConfig(**options)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = tuple(_names(args.methods))
     report = run_mnist_bbb(config, out=Path(args.out), methods=methods,
                            progress=not args.no_progress)  # fmt: skip
     print(format_markdown(report))

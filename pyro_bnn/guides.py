@@ -23,15 +23,9 @@ from __future__ import annotations
 
 from pyro.infer.autoguide import AutoNormal
 
-from pyro_bnn.priors import ImproperLogUniform
+from pyro_bnn.priors import ImproperLogUniform, base_distribution
 
 __all__ = ["AutoMultiplicativeNormal"]
-
-
-def _base(fn):
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
 
 
 class AutoMultiplicativeNormal(AutoNormal):
@@ -40,6 +34,8 @@ class AutoMultiplicativeNormal(AutoNormal):
 
     def _get_loc_and_scale(self, name: str):
         loc, scale = super()._get_loc_and_scale(name)
-        if isinstance(_base(self.prototype_trace.nodes[name]["fn"]), ImproperLogUniform):
+        if isinstance(
+            base_distribution(self.prototype_trace.nodes[name]["fn"]), ImproperLogUniform
+        ):
             return loc, scale * loc.abs()
         return loc, scale

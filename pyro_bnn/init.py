@@ -16,11 +16,15 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+from pyro import poutine
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.trace_struct import Trace
 from torch.distributions import biject_to
 
-__all__ = ["init_to_fan_in", "init_to_support_zero"]
+__all__ = ["init_to_fan_in", "init_to_support_zero", "trace_at_support_zero"]
 
 
 def init_to_support_zero(site: dict | None = None):
@@ -46,3 +50,11 @@ def init_to_fan_in(site: dict | None = None, *, gain: float = 1.0):
         bound = gain / math.sqrt(math.prod(shape[1:]))
         return torch.empty(shape).uniform_(-bound, bound)
     return init_to_support_zero(site)
+
+
+def trace_at_support_zero(model: Callable, *args, **kwargs) -> Trace:
+    """``model``'s trace with every latent at :func:`init_to_support_zero`, without
+    gradients: what the model's structure (sites, shapes, supports) needs, and safe for
+    improper priors, which cannot be sampled."""
+    with torch.no_grad(), InitMessenger(init_to_support_zero):
+        return poutine.trace(model).get_trace(*args, **kwargs)

@@ -76,9 +76,9 @@ class LocalReparameterization(Messenger):
         w_loc, w_scale = self._loc_scale(module, name, "weight")
         b_loc, b_scale = self._loc_scale(module, name, "bias")
         mean = module.functional(x, w_loc, b_loc)
-        zero_bias = None if b_scale is None else b_scale.pow(2)
+        b_var = None if b_scale is None else b_scale.pow(2)
         w_var = torch.zeros_like(w_loc) if w_scale is None else w_scale.pow(2)
-        var = module.functional(x.pow(2), w_var, zero_bias)
+        var = module.functional(x.pow(2), w_var, b_var)
         msg["value"] = mean + var.clamp_min(1e-16).sqrt() * torch.randn_like(mean)
         msg["done"] = True
 
@@ -105,13 +105,6 @@ def gradient_variance(
         model_trace = poutine.trace(poutine.replay(target, trace=guide_trace)).get_trace(x, y)
         obs = model_trace.nodes[OBS_SITE]
         loss = -obs["fn"].log_prob(obs["value"]).sum()
-        grad = torch.autograd.grad(loss, params, allow_unused=True)
-        grads.append(
-            torch.cat(
-                [
-                    (torch.zeros_like(p) if g is None else g).reshape(-1)
-                    for p, g in zip(params, grad, strict=True)
-                ]
-            )
-        )
+        grad = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        grads.append(torch.cat([g.reshape(-1) for g in grad]))
     return float(torch.stack(grads).var(0).mean())

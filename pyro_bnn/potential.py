@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-from pyro_bnn.init import init_to_support_zero
+from pyro_bnn.init import trace_at_support_zero
 
 __all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout", "flat_potential"]
 
@@ -83,16 +82,9 @@ class FlatLayout:
         )
 
 
-def _prototype(model: Callable, x: torch.Tensor, y: torch.Tensor):
-    # latents at a feasible point: only shapes and supports are read, and an improper
-    # prior cannot be sampled
-    with torch.no_grad(), InitMessenger(init_to_support_zero):
-        return poutine.trace(model).get_trace(x, y)
-
-
 def flat_layout(model: Callable, x: torch.Tensor, y: torch.Tensor) -> FlatLayout | None:
     """The flat layout of ``model``'s latent sites, or None if a latent sits in a plate."""
-    return _layout_of(_prototype(model, x, y))
+    return _layout_of(trace_at_support_zero(model, x, y))
 
 
 def flat_potential(
@@ -100,7 +92,7 @@ def flat_potential(
 ) -> Potential | None:
     """``model``'s flat potential, or None where it does not apply: a latent inside a plate,
     or deterministic parameters (a compiled potential would freeze them as constants)."""
-    trace = _prototype(model, x, y)
+    trace = trace_at_support_zero(model, x, y)
     if any(site["type"] == "param" for site in trace.nodes.values()):
         return None
     layout = _layout_of(trace)
@@ -204,8 +196,7 @@ class Potential:
         return -(trace.log_prob_sum(site_filter=lambda _, s: not site_is_subsample(s)) + log_det)
 
     def _site_fns(self, x, y) -> list:
-        with torch.no_grad():
-            trace = poutine.trace(self.model).get_trace(x, y)
+        trace = trace_at_support_zero(self.model, x, y)
         return [s["fn"] for s in trace.nodes.values() if s["type"] == "sample"]
 
     def _compile_inductor(self, theta, x, y) -> Callable:

@@ -36,6 +36,7 @@ __all__ = [
     "ScaleMixtureNormal",
     "ScaleMixturePrior",
     "Selector",
+    "base_distribution",
     "fan_in",
 ]
 
@@ -102,6 +103,13 @@ class Prior:
             return None
         element = self.element(name, module, parameter)
         return element.expand(parameter.shape).to_event(parameter.dim())
+
+
+def base_distribution(fn: dist.Distribution) -> dist.Distribution:
+    """``fn`` without its ``Independent``/``Expanded``/masking wrappers."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
 
 
 def _scalar(value: float, parameter: torch.Tensor) -> torch.Tensor:

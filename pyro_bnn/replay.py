@@ -30,6 +30,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 from pyro_bnn.likelihoods import OBS_SITE
+from pyro_bnn.priors import base_distribution
 
 __all__ = ["DRAWS_PLATE", "ObsDraws", "replay"]
 
@@ -54,12 +55,6 @@ class ObsDraws:
     log_joint: torch.Tensor | None = None
 
 
-def _base(fn: dist.Distribution) -> dist.Distribution:
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
-
-
 def _per_draw(lp: torch.Tensor, vectorized: bool) -> torch.Tensor:
     """Sum a site's log-density over everything but the draws plate."""
     return lp.reshape(lp.shape[0], -1).sum(-1) if vectorized else lp.sum()
@@ -70,7 +65,7 @@ def _summarise(trace: Trace, *, with_y: bool, with_joint: bool, vectorized: bool
     if node is None:
         raise ValueError(f"the model has no '{OBS_SITE}' site")
     fn, value = node["fn"], node["value"]
-    base = _base(fn)
+    base = base_distribution(fn)
     batch = torch.broadcast_shapes(fn.batch_shape, value.shape[: value.dim() - len(fn.event_shape)])
     out = ObsDraws(value=value.expand(batch))
     if isinstance(base, dist.Categorical):

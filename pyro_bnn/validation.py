@@ -12,10 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from pyro import poutine
-from pyro.infer.autoguide.initialization import InitMessenger
 
-from pyro_bnn.init import init_to_support_zero
+from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 
 __all__ = ["as_inputs", "as_targets", "check_model"]
@@ -76,9 +74,7 @@ def check_model(model: Callable, x: torch.Tensor, y: torch.Tensor) -> None:
     if expected is not None and x.dim() == 2 and x.shape[1] != expected:
         raise ValueError(f"x has {x.shape[1]} features but the model expects {expected}")
     try:
-        # latents at a feasible point, not drawn from the prior (which may be improper)
-        with torch.no_grad(), InitMessenger(init_to_support_zero):
-            trace = poutine.trace(model).get_trace(x, y)
+        trace = trace_at_support_zero(model, x, y)  # the prior may be improper
     except RuntimeError as error:
         raise ValueError(
             f"the model failed on x of shape {tuple(x.shape)} (wrong number of features?): {error}"

@@ -50,6 +50,7 @@ from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.local_reparam import gradient_variance
 from pyro_bnn.meanfield import site_loc_scale
+from pyro_bnn.metrics import accuracy
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.priors import GaussianPrior, ScaleMixturePrior
 from pyro_bnn.pruning import prune_by_snr
@@ -111,7 +112,7 @@ class Candidate:
 
 
 def _error(probs: torch.Tensor, y: torch.Tensor) -> float:
-    return float((probs.argmax(-1) != y).double().mean())
+    return 1.0 - accuracy(probs, y)
 
 
 def _carve(data: Split, config: MnistBBBConfig) -> tuple[torch.Tensor, ...]:
