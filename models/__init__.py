@@ -7,6 +7,7 @@ import a model class directly (``from models.mlp_regression import MLPRegression
 from models import (
     bayesian_linear_regression,
     bbb_mlp,
+    dwp_cnn,
     mlp_classification,
     mlp_regression,
     uci_mlp,
@@ -15,6 +16,7 @@ from models import (
 __all__ = [
     "bayesian_linear_regression",
     "bbb_mlp",
+    "dwp_cnn",
     "mlp_classification",
     "mlp_regression",
     "uci_mlp",

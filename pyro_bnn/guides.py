@@ -1,5 +1,9 @@
 """Autoguides beyond Pyro's own.
 
+:class:`AutoImplicitPriorNormal` is the guide of an implicit hierarchical prior, the deep
+weight prior: a mean-field Gaussian on the weights, then a reverse model r(z | w) for the
+prior's per-kernel latents.
+
 :class:`AutoMultiplicativeNormal` is the multiplicative-noise family of Molchanov et al.
 (2017, sparse variational dropout): w = θ (1 + √α ε), i.e. q(w) = N(θ, α θ²), for the
 sites whose prior is the improper log-uniform. Under that prior KL(q ‖ p) depends on α
@@ -21,11 +25,21 @@ Example:
 
 from __future__ import annotations
 
-from pyro.infer.autoguide import AutoNormal
+import copy
+from operator import attrgetter
 
+import pyro
+import pyro.distributions as dist
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide.guides import prototype_hide_fn
+from pyro.infer.autoguide.utils import deep_setattr
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+
+from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.priors import ImproperLogUniform, base_distribution
 
-__all__ = ["AutoMultiplicativeNormal"]
+__all__ = ["AutoImplicitPriorNormal", "AutoMultiplicativeNormal"]
 
 
 class AutoMultiplicativeNormal(AutoNormal):
@@ -39,3 +53,64 @@ class AutoMultiplicativeNormal(AutoNormal):
         ):
             return loc, scale * loc.abs()
         return loc, scale
+
+
+class AutoImplicitPriorNormal(AutoNormal):
+    """The guide of a hierarchical implicit prior such as the deep weight prior
+    (:mod:`pyro_bnn.dwp`): ``AutoNormal``'s fully factorised Gaussian q(w | θ) on every
+    latent except the prior's auxiliary latents z, which it draws after the weights from a
+    reverse model, z ~ r(z | w; ψ).
+
+    A latent site is auxiliary when its ``infer`` dict carries
+    ``{"reverse_model": {"weight": <weight site>, "encoder": <nn.Module>}}``; the encoder
+    maps the weight to (loc, scale) of a diagonal Gaussian over z. The guide trains its own
+    copy of each encoder, so ψ starts at the prior's encoder (Atanov et al. 2019). With the
+    model this makes Pyro's ELBO the auxiliary bound
+    L_aux = E_q(w) r(z|w) [log p(D | w) + log p(w | z) + log p(z) − log q(w) − log r(z | w)].
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyro_bnn.bayesianize import bayesianize
+        >>> from pyro_bnn.dwp import DeepWeightPrior, KernelVAE
+        >>> net = bayesianize(nn.Sequential(nn.Conv2d(1, 2, 3)),
+        ...                   DeepWeightPrior({"0": KernelVAE(kernel_size=3, z_dim=2, hidden=4)}))
+        >>> guide = AutoImplicitPriorNormal(lambda x: net(x))
+        >>> sorted(guide(torch.zeros(1, 1, 4, 4)))
+        ['0.weight', '0.weight.z']
+    """
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        found: dict[str, dict] = {}
+
+        def hide(msg: dict) -> bool:
+            annotation = (msg.get("infer") or {}).get(REVERSE_MODEL)
+            if annotation is not None and msg["type"] == "sample":
+                found[msg["name"]] = {**annotation, "event_dim": msg["fn"].event_dim}
+                return True
+            return prototype_hide_fn(msg)
+
+        self._prototype_hide_fn = hide
+        super()._setup_prototype(*args, **kwargs)
+        if not found:
+            raise ValueError(
+                "the model has no implicit-prior latents (sites annotated with a reverse "
+                "model); this guide is for priors such as pyro_bnn.dwp.DeepWeightPrior"
+            )
+        self.reverse_models = PyroModule()
+        self._reverse_sites: dict[str, tuple[str, int]] = {}
+        for name, annotation in found.items():
+            weight = annotation["weight"]
+            if weight not in self.prototype_trace.nodes:
+                raise ValueError(f"the latent {name!r} refers to an unknown weight {weight!r}")
+            encoder = copy.deepcopy(annotation["encoder"]).requires_grad_(True).train()
+            to_pyro_module_(encoder)  # its parameters become Pyro params, trained by SVI
+            deep_setattr(self.reverse_models, weight, encoder)
+            self._reverse_sites[name] = (weight, annotation["event_dim"])
+
+    def forward(self, *args, **kwargs) -> dict:
+        result = super().forward(*args, **kwargs)
+        for name, (weight, event_dim) in self._reverse_sites.items():
+            loc, scale = attrgetter(weight)(self.reverse_models)(result[weight])
+            result[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(event_dim))
+        return result

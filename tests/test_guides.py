@@ -2,7 +2,10 @@
 
 import operator
 
+import pyro
+import pytest
 import torch
+from pyro.poutine.messenger import Messenger
 
 from pyro_bnn import fit
 from pyro_bnn.guides import AutoMultiplicativeNormal
@@ -32,3 +35,62 @@ def test_log_uniform_prior_fits_with_the_multiplicative_family():
     with post.pyro_context(), torch.no_grad():
         sqrt_alpha = operator.attrgetter("net.0.weight")(post.guide.scales)
     torch.testing.assert_close(snr["net.0.weight"], 1 / sqrt_alpha)
+
+
+class Pin(Messenger):
+    """Give the named sample sites fixed values, still as latent (unobserved) draws."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.values:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
+
+
+def test_implicit_prior_elbo_is_the_auxiliary_bound():
+    """Atanov et al. (2019), eq. 8 / appendix eq. 14: with the guide q(w | θ) r(z | w; ψ),
+    −L_aux = −[log p(D | w) + log p(w | z) + log p(z) − log q(w | θ) − log r(z | w; ψ)] at
+    one draw (w, z). Pyro's Trace_ELBO loss, with the guide's draws pinned to fixed (w, z),
+    must equal this sum computed by hand with torch.distributions; ψ starts at the VAE's
+    encoder, so the encoder computes r here."""
+    from torch.distributions import Categorical, Normal
+
+    from models.dwp_cnn import DWPCNN
+    from pyro_bnn.dwp import DeepWeightPrior, KernelVAE
+    from pyro_bnn.guides import AutoImplicitPriorNormal
+
+    vaes = {
+        "*conv1": KernelVAE(kernel_size=7, z_dim=2, hidden=3),
+        "*conv2": KernelVAE(kernel_size=5, z_dim=4, hidden=3),
+    }
+    model = DWPCNN(prior=DeepWeightPrior(vaes), widths=(2, 3), num_classes=3, image_size=20)
+    x, y = torch.randn(5, 1, 20, 20), torch.tensor([0, 1, 2, 1, 0])
+    guide = AutoImplicitPriorNormal(model, init_scale=0.3)
+    guide(x, y)
+    layers = {"net.conv1.weight": vaes["*conv1"], "net.conv2.weight": vaes["*conv2"]}
+    w = {
+        name: 0.2 * torch.randn(model.net.get_submodule(name[4:-7]).weight.shape) for name in layers
+    }
+    z = {name: torch.randn(*w[name].shape[:2], vae.z_dim) for name, vae in layers.items()}
+    pinned = {f"{n}_unconstrained": v for n, v in w.items()} | {f"{n}.z": v for n, v in z.items()}
+
+    loss = pyro.infer.Trace_ELBO().loss(model, Pin(pinned)(guide), x, y)
+
+    with torch.no_grad():
+        net = model.net
+        h = torch.nn.functional.conv2d(x, w["net.conv1.weight"], net.conv1.bias)
+        h = net.pool1(net.act1(h))
+        h = torch.nn.functional.conv2d(h, w["net.conv2.weight"], net.conv2.bias)
+        logits = net.head(net.flatten(net.pool2(net.act2(h))))
+        log_lik = Categorical(logits=logits).log_prob(y).sum()
+        bound = log_lik
+        for name, vae in layers.items():
+            log_p_w = Normal(*vae.decoder(z[name])).log_prob(w[name]).sum()
+            log_p_z = Normal(0.0, 1.0).log_prob(z[name]).sum()
+            log_q_w = Normal(*guide._get_loc_and_scale(name)).log_prob(w[name]).sum()
+            log_r_z = Normal(*vae.encoder(w[name])).log_prob(z[name]).sum()
+            bound = bound + log_p_w + log_p_z - log_q_w - log_r_z
+    assert loss == pytest.approx(-float(bound), rel=1e-5)

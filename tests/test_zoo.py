@@ -6,6 +6,14 @@ from pyro import poutine
 
 from pyro_bnn import fit, zoo
 from pyro_bnn.cli import main
+from pyro_bnn.dwp import DeepWeightPrior, KernelVAE
+
+TINY_DWP = DeepWeightPrior(
+    {
+        "*conv1": KernelVAE(kernel_size=7, z_dim=2, hidden=2),
+        "*conv2": KernelVAE(kernel_size=5, z_dim=4, hidden=2),
+    }
+)
 
 CASES = {
     "mlp-regression": (dict(in_features=3, hidden=(8, 8)), torch.randn(12)),
@@ -16,8 +24,21 @@ CASES = {
     "bayesian-linear-regression": (dict(in_features=3), torch.randn(12)),
     "uci-mlp": (dict(in_features=3, hidden=8), torch.randn(12)),
     "bbb-mlp": (dict(in_features=3, num_classes=4, width=8), torch.randint(0, 4, (12,))),
+    "dwp-cnn": (
+        dict(prior=TINY_DWP, widths=(2, 3), num_classes=4, image_size=20),
+        torch.randint(0, 4, (12,)),
+    ),
 }
+# the shape of one input row, where it is not 3 features
+INPUT_SHAPES = {"dwp-cnn": (1, 20, 20)}
 SITES = {
+    "dwp-cnn": {
+        "net.conv1.weight.z": (2, 1, 2),
+        "net.conv1.weight": (2, 1, 7, 7),
+        "net.conv2.weight.z": (3, 2, 4),
+        "net.conv2.weight": (3, 2, 5, 5),
+        "obs": (12,),
+    },
     "bbb-mlp": {
         "net.0.weight": (8, 3),
         "net.0.bias": (8,),
@@ -68,7 +89,8 @@ def test_zoo_lists_every_model(capsys):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_zoo_model(name):
     kwargs, y = CASES[name]
-    x = torch.randn(12, 3)
+    shape = INPUT_SHAPES.get(name, (3,))
+    x = torch.randn(12, *shape)
     model = zoo.build(name, **kwargs)
     trace = poutine.trace(model).get_trace(x, y)
     shapes = {
@@ -82,10 +104,10 @@ def test_zoo_model(name):
 
     post = fit(model, x, y, method="meanfield", num_steps=5, num_draws=7, progress_bar=False)
     assert all(torch.isfinite(torch.tensor(post.losses)))
-    pred = post.predict(torch.randn(5, 3), num_samples=7)
+    pred = post.predict(torch.randn(5, *shape), num_samples=7)
     assert pred.samples.shape == (7, 5)
     assert pred.mean.shape == pred.std.shape == (5,)
-    if name in ("mlp-classification", "bbb-mlp"):
+    if name in ("mlp-classification", "bbb-mlp", "dwp-cnn"):
         assert pred.probs.shape == (5, 4)
         torch.testing.assert_close(pred.probs.sum(-1), torch.ones(5))
     else:

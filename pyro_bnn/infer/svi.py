@@ -1,4 +1,5 @@
-"""SVI with autoguides: ``map``, ``meanfield``, ``multiplicative``, ``lowrank``, ``fullrank``."""
+"""SVI with autoguides: ``map``, ``meanfield``, ``multiplicative``, ``dwp``, ``lowrank``,
+``fullrank``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pyro.infer.autoguide import (
 from pyro.optim import ClippedAdam
 from tqdm import tqdm
 
-from pyro_bnn.guides import AutoMultiplicativeNormal
+from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
 from pyro_bnn.infer.kl_weighting import KL_WEIGHTINGS, KLWeight, kl_weights
 from pyro_bnn.infer.options import Options
@@ -31,6 +32,7 @@ from pyro_bnn.potential import flat_potential
 __all__ = [
     "GUIDES",
     "GaussianGuideOptions",
+    "ImplicitPriorOptions",
     "LowRankOptions",
     "MeanFieldOptions",
     "SVIOptions",
@@ -73,13 +75,13 @@ class SVIOptions(Options):
             raise ValueError(
                 f"unknown kl_weighting {self.kl_weighting!r}; choose one of {KL_WEIGHTINGS}"
             )
+        if self.backend not in ("pyro", "jit", "inductor"):
+            raise ValueError(f"backend must be 'pyro', 'jit' or 'inductor', got {self.backend!r}")
 
     @property
     def plain_elbo(self) -> bool:
         """Whether the ELBO is the plain minibatch ELBO (the compiled potential may run it)."""
         return self.kl_weighting == "uniform"
-        if self.backend not in ("pyro", "jit", "inductor"):
-            raise ValueError(f"backend must be 'pyro', 'jit' or 'inductor', got {self.backend!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +101,21 @@ class MeanFieldOptions(GaussianGuideOptions):
     @property
     def plain_elbo(self) -> bool:
         return super().plain_elbo and not self.local_reparameterization
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImplicitPriorOptions(MeanFieldOptions):
+    """Options of ``dwp``, the guide of an implicit prior
+    (:class:`~pyro_bnn.guides.AutoImplicitPriorNormal`), with the defaults of Atanov et al.
+    (2019): weights started from prior draws, log-variance −10 (``init_scale`` e⁻⁵), local
+    reparameterization on."""
+
+    init_scale: float = math.exp(-5)
+    local_reparameterization: bool = True
+
+    @property
+    def plain_elbo(self) -> bool:
+        return False  # the reverse model's sites are not in the model's flat potential
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +139,10 @@ def _multiplicative_guide(model: Callable, o: MeanFieldOptions):
     return AutoMultiplicativeNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
 
 
+def _implicit_prior_guide(model: Callable, o: ImplicitPriorOptions):
+    return AutoImplicitPriorNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
+
+
 def _lowrank_guide(model: Callable, o: LowRankOptions):
     return AutoLowRankMultivariateNormal(
         model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale, rank=o.rank
@@ -137,6 +158,7 @@ GUIDES: dict[str, tuple[type[SVIOptions], Callable]] = {
     "map": (SVIOptions, _map_guide),
     "meanfield": (MeanFieldOptions, _meanfield_guide),
     "multiplicative": (MeanFieldOptions, _multiplicative_guide),
+    "dwp": (ImplicitPriorOptions, _implicit_prior_guide),
     "lowrank": (LowRankOptions, _lowrank_guide),
     "fullrank": (GaussianGuideOptions, _fullrank_guide),
 }
