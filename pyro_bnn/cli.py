@@ -1,4 +1,4 @@
-"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb`` and ``zoo list``."""
+"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb|dwp`` and ``zoo list``."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _bench_uci(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.cards import split_card, update_card
     from pyro_bnn.bench.uci import parse_splits, run_uci
-    from pyro_bnn.bench.uci_report import split_card, update_card
 
     out = Path(args.out)
     if args.card:
-        split_card(Path(args.card))  # a card without its markers fails before the run
+        split_card(Path(args.card), bench="uci")  # a card without its markers fails before the run
     document = run_uci(
         datasets=_names(args.datasets),
         methods=_names(args.methods),
@@ -68,7 +68,7 @@ def _bench_uci(args: argparse.Namespace) -> int:
     )
     print(f"written to {out}/results.json and results.md")
     if args.card:
-        update_card(Path(args.card), (out / "results.md").read_text())
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="uci")
         print(f"tables written into {args.card}")
     if document["failures"]:
         print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
@@ -88,6 +88,25 @@ def _bench_mnist_bbb(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)  # fmt: skip
     print(format_markdown(report))
     print(f"written to {args.out}/results.json, results.md and weights.png")
+    return 0
+
+
+def _bench_dwp(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.cards import split_card, update_card
+    from pyro_bnn.bench.dwp import DWPBenchConfig, format_markdown, run_dwp_bench
+
+    if args.card:
+        split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
+    options = {"data_dir": args.data_dir}
+    config = DWPBenchConfig.tiny(**options) if args.quick else DWPBenchConfig(**options)
+    out = Path(args.out)
+    document = run_dwp_bench(config, out=out, stages=tuple(_names(args.stages)),
+                             ship=args.ship, progress=not args.no_progress)  # fmt: skip
+    print(format_markdown(document))
+    print(f"written to {out}/results.json, results.md, dwp_notmnist.pt and the figures")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="dwp")
+        print(f"tables written into {args.card}")
     return 0
 
 
@@ -164,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     bbb.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     bbb.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bbb.set_defaults(run=_bench_mnist_bbb)
+
+    dwp = benches.add_parser(
+        "dwp", help="deep weight prior vs N(0, 1) and log-uniform on small MNIST training sets"
+    )
+    dwp.add_argument("--out", default="bench-output/dwp", help="output directory")
+    dwp.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding mnist/ and notmnist/ (default: ../shared/data)",
+    )
+    dwp.add_argument("--stages", default="prior,table,init", help="any of prior, table, init")
+    dwp.add_argument("--ship", action="store_true", help="also write the package's prior")
+    dwp.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    dwp.add_argument("--card", default=None, help="model card whose result section gets the tables")
+    dwp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    dwp.set_defaults(run=_bench_dwp)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)

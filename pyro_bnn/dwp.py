@@ -79,20 +79,33 @@ def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + _MIN_SCALE
 
 
+def _spatial_steps(kernel_size: int) -> list[int]:
+    """Kernel sizes of the encoder's two convolutions: valid 3×3 while the map is at least
+    3 wide (each shrinks it by 2), 1×1 after."""
+    steps, side = [], kernel_size
+    for _ in range(2):
+        steps.append(3 if side >= 3 else 1)
+        side -= steps[-1] - 1
+    return steps
+
+
 class KernelEncoder(nn.Module):
     """r(z | w; ψ): kernels (..., k, k) → (loc, scale) of a diagonal Gaussian, (..., z_dim).
 
-    Two 3×3 convolutions with ELU, then one k×k convolution to 2·z_dim channels."""
+    Two valid 3×3 convolutions with ELU (k → k − 4; hidden, then 2·hidden channels), then
+    one convolution over what is left, to 2·z_dim channels at 1×1."""
 
     def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
+        first, second = _spatial_steps(kernel_size)
+        left = kernel_size - (first - 1) - (second - 1)
         self.net = nn.Sequential(
-            nn.Conv2d(1, hidden, 3, padding=1),
+            nn.Conv2d(1, hidden, first),
             nn.ELU(),
-            nn.Conv2d(hidden, 2 * hidden, 3, padding=1),
+            nn.Conv2d(hidden, 2 * hidden, second),
             nn.ELU(),
-            nn.Conv2d(2 * hidden, 2 * z_dim, kernel_size),
+            nn.Conv2d(2 * hidden, 2 * z_dim, left),
         )
 
     def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,18 +122,20 @@ class KernelDecoder(nn.Module):
     """p(w | z; φ): latents (..., z_dim) → (loc, scale) of a diagonal Gaussian over k×k
     kernels, (..., k, k), the scale through a softplus.
 
-    One k×k transposed convolution from the 1×1 latent, then two 3×3 convolutions with ELU
-    to a mean channel and a scale channel."""
+    The encoder mirrored: a transposed convolution from the 1×1 latent, then two transposed
+    3×3 convolutions with ELU, to a mean channel and a scale channel."""
 
     def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
+        first, second = _spatial_steps(kernel_size)
+        left = kernel_size - (first - 1) - (second - 1)
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(z_dim, 2 * hidden, kernel_size),
+            nn.ConvTranspose2d(z_dim, 2 * hidden, left),
             nn.ELU(),
-            nn.Conv2d(2 * hidden, hidden, 3, padding=1),
+            nn.ConvTranspose2d(2 * hidden, hidden, second),
             nn.ELU(),
-            nn.Conv2d(hidden, 2, 3, padding=1),
+            nn.ConvTranspose2d(hidden, 2, first),
         )
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

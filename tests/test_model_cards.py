@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from pyro_bnn.bench.cards import update_card
 from pyro_bnn.bench.uci import default_published_path, load_results
-from pyro_bnn.bench.uci_report import format_report, read_published, update_card
+from pyro_bnn.bench.uci_report import format_report, read_published
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "uci"
@@ -19,7 +20,7 @@ def test_uci_card_quotes_the_committed_report(tmp_path):
         pytest.skip("no committed UCI benchmark output in benchmarks/uci/")
     regenerated = tmp_path / "card.md"
     shutil.copy(card, regenerated)
-    update_card(regenerated, report.read_text())
+    update_card(regenerated, report.read_text(), bench="uci")
     assert regenerated.read_text() == card.read_text(), (
         "models/uci_mlp.md is out of date: rerun `pyro-bnn bench uci ... --card models/uci_mlp.md`"
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +26,7 @@ __all__ = [
     "format_mean_se",
     "format_report",
     "read_published",
-    "split_card",
     "summarise",
-    "update_card",
 ]
 
 # column -> (label, source); a column "<name>_se" or "<name>_sd" holds its spread
@@ -334,25 +331,3 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
             f"- {f['dataset']} {f['method']} split {f['split']}: {f['error']}" for f in failures
         ]
     return "\n".join(lines) + "\n"
-
-
-CARD_BEGIN = "<!-- bench uci results: begin (written by `pyro-bnn bench uci --card`) -->"
-CARD_END = "<!-- bench uci results: end -->"
-
-
-def split_card(card: Path) -> tuple[str, str]:
-    """The card's text before and after its result section; an error naming the card and
-    the markers when it lacks exactly one of each."""
-    text = card.read_text()
-    if text.count(CARD_BEGIN) != 1 or text.count(CARD_END) != 1:
-        raise ValueError(f"{card} needs one line {CARD_BEGIN!r} and one line {CARD_END!r}")
-    head, rest = text.split(CARD_BEGIN)
-    return head, rest.split(CARD_END)[1]
-
-
-def update_card(card: Path, report: str) -> None:
-    """Replace the card's result section with ``report`` (its title dropped)."""
-    head, tail = split_card(card)
-    body = report.split("\n", 1)[1].strip() if report.startswith("# ") else report.strip()
-    body = re.sub(r"^### ", "#### ", body, flags=re.MULTILINE)  # one level deeper in a card
-    card.write_text(f"{head}{CARD_BEGIN}\n\n{body}\n\n{CARD_END}{tail}")

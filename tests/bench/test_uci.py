@@ -203,13 +203,14 @@ def test_bench_on_real_boston_split(tmp_path):
 
 
 def test_card_gets_the_tables_between_its_markers(tmp_path, capsys):
-    from pyro_bnn.bench.uci_report import CARD_BEGIN, CARD_END, update_card
+    from pyro_bnn.bench.cards import markers, update_card
 
+    begin, end = markers("uci")
     card = tmp_path / "card.md"
-    card.write_text(f"# card\n\nbefore\n{CARD_BEGIN}\nold\n{CARD_END}\nafter\n")
-    update_card(card, "# UCI regression benchmark\n\n### Test RMSE\n\n| a |\n")
+    card.write_text(f"# card\n\nbefore\n{begin}\nold\n{end}\nafter\n")
+    update_card(card, "# UCI regression benchmark\n\n### Test RMSE\n\n| a |\n", bench="uci")
     text = card.read_text()
-    assert text.startswith("# card\n\nbefore\n") and text.endswith(f"{CARD_END}\nafter\n")
+    assert text.startswith("# card\n\nbefore\n") and text.endswith(f"{end}\nafter\n")
     assert "#### Test RMSE" in text and "old" not in text and "UCI regression" not in text
 
     # a card without markers is refused before anything runs, and left as it was
