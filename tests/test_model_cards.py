@@ -33,3 +33,23 @@ def test_uci_report_is_the_report_of_the_committed_records():
     document = load_results(RESULTS / "results.json")
     expected = format_report(document, read_published(published))
     assert (RESULTS / "results.md").read_text() == expected
+
+
+def test_dwp_card_quotes_the_committed_report(tmp_path):
+    """Once `bench dwp` output is committed, the card must quote it, and the report must be
+    the report of the committed records."""
+    import json
+
+    from pyro_bnn.bench.dwp import format_markdown
+
+    results = ROOT / "benchmarks" / "dwp"
+    if not (results / "results.json").exists():
+        pytest.skip("no committed deep-weight-prior benchmark output in benchmarks/dwp/")
+    report = (results / "results.md").read_text()
+    assert report == format_markdown(json.loads((results / "results.json").read_text()))
+    regenerated = tmp_path / "card.md"
+    shutil.copy(ROOT / "models" / "dwp_cnn.md", regenerated)
+    update_card(regenerated, report, bench="dwp")
+    assert regenerated.read_text() == (ROOT / "models" / "dwp_cnn.md").read_text(), (
+        "models/dwp_cnn.md is out of date: rerun `pyro-bnn bench dwp ... --card models/dwp_cnn.md`"
+    )

@@ -74,8 +74,8 @@ class DWPBenchConfig:
     """Every choice of the bench. Sizes per layer are (conv1, conv2)."""
 
     # prior: source networks on notMNIST, then one kernel VAE per conv layer
-    source_nets: int = 10
-    source_epochs: int = 5
+    source_nets: int = 20
+    source_epochs: int = 3
     source_batch_size: int = 128
     source_lr: float = 1e-3
     source_weight_decay: float = 1e-3
