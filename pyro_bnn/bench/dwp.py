@@ -282,7 +282,8 @@ def kernels_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2 * len(LAYERS), per_row, figsize=(per_row * 0.6, 4 * 0.65 * 2))
+    rows = 2 * len(LAYERS)
+    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.6, rows * 0.62 + 0.5))
     generator = torch.Generator().manual_seed(seed)
     for i, (layer, pattern) in enumerate(LAYERS.items()):
         real = kernels[layer][torch.randperm(len(kernels[layer]), generator=generator)[:per_row]]

@@ -20,6 +20,7 @@ import pyro
 
 from pyro_bnn.infer.mcmc import KERNELS, run_mcmc
 from pyro_bnn.infer.options import parse_options
+from pyro_bnn.infer.sgmcmc import SAMPLERS, run_sgmcmc
 from pyro_bnn.infer.svi import GUIDES, run_svi
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.validation import as_inputs, as_targets, check_model
@@ -29,6 +30,7 @@ __all__ = ["METHODS", "fit"]
 _RUNNERS = {
     **{name: (options, run_svi) for name, (options, _) in GUIDES.items()},
     **{name: (options, run_mcmc) for name, (options, _) in KERNELS.items()},
+    **{name: (options, run_sgmcmc) for name, (options, _, _) in SAMPLERS.items()},
 }
 METHODS: tuple[str, ...] = tuple(_RUNNERS)
 
@@ -47,8 +49,8 @@ def fit(
 
     ``model(x, y=None)`` must observe ``y`` at a site ``obs`` inside a plate ``data``.
     ``method`` is one of :data:`METHODS`; ``options`` are the method's keyword options
-    (see ``pyro_bnn.infer.svi`` and ``pyro_bnn.infer.mcmc``). Inputs may be numpy arrays
-    or tensors; they are converted to float32 (labels to int64). The fit runs in its own
+    (see ``pyro_bnn.infer.svi``, ``pyro_bnn.infer.mcmc`` and ``pyro_bnn.infer.sgmcmc``).
+    Inputs may be numpy arrays or tensors; they are converted to float32 (labels to int64). The fit runs in its own
     Pyro parameter store, kept in ``Posterior.param_state``.
     """
     if method not in _RUNNERS:

@@ -16,7 +16,14 @@ from pyro_bnn.infer.options import Options
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.potential import FlatLayout, flat_potential
 
-__all__ = ["KERNELS", "HMCOptions", "MCMCOptions", "NUTSOptions", "run_mcmc"]
+__all__ = [
+    "KERNELS",
+    "HMCOptions",
+    "MCMCOptions",
+    "NUTSOptions",
+    "flat_initial_values",
+    "run_mcmc",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,24 +151,28 @@ class _DrawRecorder:
         }
 
 
-def _flat_initial_params(model, x, y, layout: FlatLayout, options: MCMCOptions) -> dict:
-    """Each chain's start (from ``init_strategy``) as one flat unconstrained vector."""
+def flat_initial_values(
+    model, x, y, layout: FlatLayout, *, init_strategy: Callable, num_chains: int
+) -> torch.Tensor:
+    """Each chain's start (from ``init_strategy``) as one flat unconstrained vector:
+    (num_chains, layout.size)."""
     initial, _, transforms, _ = initialize_model(
-        model,
-        model_args=(x, y),
-        init_strategy=options.init_strategy,
-        num_chains=options.num_chains,
+        model, model_args=(x, y), init_strategy=init_strategy, num_chains=num_chains
     )
     chains = []
-    for chain in range(options.num_chains):
+    for chain in range(num_chains):
         values = {
-            name: transforms[name].inv(
-                initial[name][chain] if options.num_chains > 1 else initial[name]
-            )
+            name: transforms[name].inv(initial[name][chain] if num_chains > 1 else initial[name])
             for name in layout.names
         }
         chains.append(layout.flatten(values))
-    theta = torch.stack(chains)
+    return torch.stack(chains)
+
+
+def _flat_initial_params(model, x, y, layout: FlatLayout, options: MCMCOptions) -> dict:
+    theta = flat_initial_values(
+        model, x, y, layout, init_strategy=options.init_strategy, num_chains=options.num_chains
+    )
     return {"theta": theta if options.num_chains > 1 else theta[0]}
 
 

@@ -1,0 +1,352 @@
+"""Stochastic-gradient MCMC on the model's flat potential: ``sgld``, ``sghmc``, ``sgnht``,
+``csgld`` and ``csghmc``.
+
+Every sampler moves the flat unconstrained vector θ of :mod:`pyro_bnn.potential` under the
+gradient of U_B(θ), the potential of a minibatch B with its log-likelihood scaled to the
+whole dataset (:class:`~pyro_bnn.likelihoods.ScaleDataPlate`), so Pyro's model is the only
+definition of the target. ``temperature`` T samples p(θ | D)^(1/T) (T < 1: a cold
+posterior) by scaling the injected noise by √T.
+
+- ``sgld`` (Welling & Teh 2011): θ ← θ − ε_t/2 ∇U_B(θ) + N(0, ε_t T), with ε_t = a(b + t)^(−γ)
+  (``step_size`` a, ``decay_offset`` b, ``decay_power`` γ; γ = 0 keeps it constant).
+- ``sghmc`` (Chen et al. 2014): v ← (1 − α) v − η ∇U_B(θ) + N(0, 2(α − β̂) η T), θ ← θ + v,
+  with friction α and β̂ = η V̂ / 2 from a running estimate V̂ of the minibatch gradient's
+  noise variance (``noise_estimate``; half the squared difference of consecutive minibatch
+  gradients), capped so the injected noise stays non-negative.
+- ``sgnht`` (Ding et al. 2014): p ← p − ξ p h − ∇U_B(θ) h + N(0, 2 A h T), θ ← θ + p h,
+  ξ ← ξ + (pᵀp/d − T) h: the thermostat ξ absorbs the unknown gradient noise by keeping
+  the kinetic temperature pᵀp/d at T.
+- ``csgld``, ``csghmc`` (Zhang et al. 2020): the step size follows cosine cycles,
+  ε_k = ε_0/2 (cos(π r_k) + 1) with r_k the position in the current cycle; while
+  r_k < ``exploration`` no noise is injected (an optimisation phase), after it the sampler
+  runs as sgld / sghmc and its draws are kept.
+
+A chain is one independent run from its own start; draws are kept every ``thin`` steps
+after ``burn_in`` (or in each cycle's sampling phase). Everything returns the usual
+:class:`~pyro_bnn.posterior.Posterior` (chain, draw), with per-draw ``sample_stats``.
+
+Example:
+    >>> import torch
+    >>> from pyro_bnn import fit, zoo
+    >>> model = zoo.build("bayesian-linear-regression", in_features=1, noise_scale=0.5)
+    >>> x = torch.randn(50, 1); y = 2 * x[:, 0]
+    >>> post = fit(model, x, y, method="sgld", step_size=1e-3, num_samples=20, burn_in=50,
+    ...            batch_size=10, progress_bar=False, seed=0)
+    >>> post.draws["linear.weight"].shape
+    torch.Size([1, 20, 1, 1])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pyro.infer.autoguide import init_to_sample
+from tqdm import tqdm
+
+from pyro_bnn.infer.options import Options
+from pyro_bnn.likelihoods import ScaleDataPlate
+from pyro_bnn.posterior import Posterior
+from pyro_bnn.potential import Potential, flat_layout
+
+__all__ = [
+    "SAMPLERS",
+    "CyclicalOptions",
+    "SGHMCOptions",
+    "SGLDOptions",
+    "SGMCMCOptions",
+    "SGNHTOptions",
+    "run_sgmcmc",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGMCMCOptions(Options):
+    """``num_chains`` independent runs of ``burn_in`` steps, then ``num_samples`` draws
+    kept every ``thin`` steps; minibatches of ``batch_size`` rows (None: full batch);
+    ``step_size`` on the full-data potential; ``temperature`` T of p(θ | D)^(1/T);
+    ``backend`` of the potential (``"jit"``, ``"inductor"`` or ``"eager"``); each chain
+    starts from ``init_strategy``."""
+
+    num_samples: int = 500
+    burn_in: int = 1000
+    thin: int = 1
+    num_chains: int = 1
+    batch_size: int | None = None
+    step_size: float = 1e-4
+    temperature: float = 1.0
+    backend: str = "jit"
+    init_strategy: Callable = init_to_sample
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend not in ("jit", "inductor", "eager"):
+            raise ValueError(f"backend must be 'jit', 'inductor' or 'eager', got {self.backend!r}")
+
+    @classmethod
+    def allow_zero(cls) -> frozenset[str]:
+        return frozenset({"burn_in", "temperature"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGLDOptions(SGMCMCOptions):
+    """ε_t = ``step_size`` · (``decay_offset`` + t)^(−``decay_power``)."""
+
+    decay_offset: float = 1.0
+    decay_power: float = 0.0
+
+    @classmethod
+    def allow_zero(cls) -> frozenset[str]:
+        return super().allow_zero() | {"decay_power"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGHMCOptions(SGMCMCOptions):
+    """``friction`` α (1 − momentum); ``noise_estimate``: subtract the estimated minibatch
+    gradient noise β̂ from the injected noise; ``noise_decay``: the running estimate's
+    exponential-average weight of the past."""
+
+    friction: float = 0.01
+    noise_estimate: bool = True
+    noise_decay: float = 0.99
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGNHTOptions(SGMCMCOptions):
+    """``diffusion`` A, the injected noise, which also starts the thermostat ξ."""
+
+    diffusion: float = 0.01
+
+
+@dataclass(frozen=True, kw_only=True)
+class CyclicalOptions(SGHMCOptions):
+    """``num_cycles`` cosine cycles of ``cycle_length`` steps from ``step_size``; the first
+    ``exploration`` fraction of each cycle injects no noise; draws are kept every ``thin``
+    steps after it (``num_samples`` and ``burn_in`` are not used). ``friction`` is csghmc's
+    α (csgld ignores it); Zhang et al. use 1 − momentum = 0.1, momentum 0.9."""
+
+    num_cycles: int = 4
+    cycle_length: int = 1000
+    exploration: float = 0.9
+    friction: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.exploration < 1:
+            raise ValueError(f"exploration must be in [0, 1), got {self.exploration}")
+        if self.draws_per_cycle < 1:
+            raise ValueError("no draw is kept: lower exploration or thin, or lengthen the cycle")
+
+    @classmethod
+    def allow_zero(cls) -> frozenset[str]:
+        return super().allow_zero() | {"exploration"}
+
+    @property
+    def first_sampling_step(self) -> int:
+        return math.ceil(self.exploration * self.cycle_length)
+
+    @property
+    def draws_per_cycle(self) -> int:
+        return len(range(self.first_sampling_step, self.cycle_length, self.thin))
+
+
+# -- dynamics: one step each, on flat tensors -----------------------------------------------
+
+
+def _noise(like: torch.Tensor, variance: float | torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(like) * torch.as_tensor(variance).clamp_min(0).sqrt()
+
+
+class _Langevin:
+    """SGLD; ``momentum`` is unused."""
+
+    def __init__(self, theta: torch.Tensor, options: SGMCMCOptions) -> None:
+        self.theta, self.temperature = theta, options.temperature
+
+    def step(self, grad: torch.Tensor, eps: float, noisy: bool) -> dict[str, float]:
+        self.theta = self.theta - 0.5 * eps * grad
+        if noisy:
+            self.theta = self.theta + _noise(self.theta, eps * self.temperature)
+        return {}
+
+
+class _Hamiltonian:
+    """SGHMC with v = η p (Chen et al.'s reparameterisation)."""
+
+    def __init__(self, theta: torch.Tensor, options: SGHMCOptions) -> None:
+        self.theta, self.options = theta, options
+        self.v = torch.zeros_like(theta)
+        self.grad_var = torch.zeros_like(theta)
+        self.previous: torch.Tensor | None = None
+        self.seen = 0
+
+    def _beta_hat(self, grad: torch.Tensor, eta: float) -> torch.Tensor | float:
+        """β̂ = η V̂ / 2, V̂ the minibatch-gradient noise variance per coordinate.
+
+        Two consecutive minibatches are independent draws at almost the same θ (a step
+        moves θ by |v|, far below the gradient's length scale), so half the squared
+        difference of their gradients estimates V without the drift of the true gradient
+        that a plain running variance would count as noise."""
+        o = self.options
+        if not o.noise_estimate or o.batch_size is None:
+            return 0.0
+        if self.previous is not None:
+            w = o.noise_decay
+            self.seen += 1
+            self.grad_var = w * self.grad_var + (1 - w) * 0.5 * (grad - self.previous) ** 2
+        self.previous = grad
+        if self.seen == 0:
+            return 0.0
+        corrected = self.grad_var / (1 - o.noise_decay**self.seen)  # the average starts at 0
+        return (0.5 * eta * corrected).clamp(max=o.friction)
+
+    def step(self, grad: torch.Tensor, eta: float, noisy: bool) -> dict[str, float]:
+        alpha = self.options.friction
+        beta = self._beta_hat(grad, eta)
+        self.v = (1 - alpha) * self.v - eta * grad
+        if noisy:
+            variance = 2 * (alpha - beta) * eta * self.options.temperature
+            self.v = self.v + _noise(self.v, variance)
+        self.theta = self.theta + self.v
+        return {"kinetic_temperature": float(self.v.pow(2).mean() / eta)}
+
+
+class _NoseHoover:
+    """SGNHT."""
+
+    def __init__(self, theta: torch.Tensor, options: SGNHTOptions) -> None:
+        self.theta, self.options = theta, options
+        self.p = torch.randn_like(theta) * math.sqrt(options.temperature)
+        self.xi = options.diffusion
+
+    def step(self, grad: torch.Tensor, h: float, noisy: bool) -> dict[str, float]:
+        o = self.options
+        self.p = self.p - self.xi * self.p * h - grad * h
+        if noisy:
+            self.p = self.p + _noise(self.p, 2 * o.diffusion * h * o.temperature)
+        self.theta = self.theta + self.p * h
+        kinetic = float(self.p.pow(2).mean())
+        self.xi += (kinetic - o.temperature) * h
+        return {"kinetic_temperature": kinetic, "thermostat": self.xi}
+
+
+# -- schedules: (step size, inject noise?, keep this draw?) for each step -----------------
+
+
+def _linear_schedule(o: SGMCMCOptions) -> Iterator[tuple[float, bool, bool]]:
+    total = o.burn_in + o.num_samples * o.thin
+    for t in range(total):
+        if isinstance(o, SGLDOptions):
+            eps = o.step_size * (o.decay_offset + t) ** (-o.decay_power)
+        else:
+            eps = o.step_size
+        kept = t >= o.burn_in and (t - o.burn_in) % o.thin == o.thin - 1
+        yield eps, True, kept
+
+
+def _cyclical_schedule(o: CyclicalOptions) -> Iterator[tuple[float, bool, bool]]:
+    for _ in range(o.num_cycles):
+        for k in range(o.cycle_length):
+            eps = 0.5 * o.step_size * (math.cos(math.pi * k / o.cycle_length) + 1)
+            sampling = k >= o.first_sampling_step
+            yield eps, sampling, sampling and (k - o.first_sampling_step) % o.thin == 0
+
+
+def _num_draws(o: SGMCMCOptions) -> int:
+    return o.num_cycles * o.draws_per_cycle if isinstance(o, CyclicalOptions) else o.num_samples
+
+
+def _num_steps(o: SGMCMCOptions) -> int:
+    if isinstance(o, CyclicalOptions):
+        return o.num_cycles * o.cycle_length
+    return o.burn_in + o.num_samples * o.thin
+
+
+# method -> (options type, dynamics, schedule)
+SAMPLERS: dict[str, tuple[type[SGMCMCOptions], type, Callable]] = {
+    "sgld": (SGLDOptions, _Langevin, _linear_schedule),
+    "sghmc": (SGHMCOptions, _Hamiltonian, _linear_schedule),
+    "sgnht": (SGNHTOptions, _NoseHoover, _linear_schedule),
+    "csgld": (CyclicalOptions, _Langevin, _cyclical_schedule),
+    "csghmc": (CyclicalOptions, _Hamiltonian, _cyclical_schedule),
+}
+
+
+def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor | None]:
+    """Row indices of each step's minibatch, or None for the full batch. Each minibatch is
+    a fresh uniform subset, independent of the last (as the samplers' theory assumes: the
+    disjoint batches of an epoch would give anti-correlated gradient noise)."""
+    while True:
+        if batch_size is None or batch_size >= num_rows:
+            yield None
+        else:
+            yield torch.randperm(num_rows)[:batch_size]
+
+
+def run_sgmcmc(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str,
+    options: SGMCMCOptions,
+    progress_bar: bool,
+) -> Posterior:
+    """Run ``options.num_chains`` chains of ``method`` and return their draws."""
+    from pyro_bnn.infer.mcmc import flat_initial_values
+
+    _, dynamics, schedule = SAMPLERS[method]
+    scaled = ScaleDataPlate(len(x))(model)
+    layout = flat_layout(scaled, x, y)
+    if layout is None:
+        raise ValueError(f"{method} needs a model whose latent sites all sit outside plates")
+    potential = Potential(scaled, x, y, backend=options.backend, layout=layout)
+    starts = flat_initial_values(
+        model, x, y, layout, init_strategy=options.init_strategy, num_chains=options.num_chains
+    )
+    num_steps, num_draws = _num_steps(options), _num_draws(options)
+    kept: list[torch.Tensor] = []
+    stats: dict[str, list[float]] = {}
+    start = time.perf_counter()
+    with tqdm(total=num_steps * options.num_chains, desc=method, disable=not progress_bar) as bar:
+        for chain in range(options.num_chains):
+            state = dynamics(starts[chain], options)
+            batches = _minibatches(len(x), options.batch_size)
+            for step, (eps, noisy, keep) in enumerate(schedule(options)):
+                index = next(batches)
+                theta = state.theta.detach().requires_grad_(True)
+                xb, yb = (x, y) if index is None else (x[index], y[index])
+                energy = potential(theta, xb, yb)
+                (grad,) = torch.autograd.grad(energy, theta)
+                if not torch.isfinite(grad).all():
+                    raise FloatingPointError(
+                        f"{method}: non-finite gradient at step {step} of chain {chain}; "
+                        f"try a smaller step_size (now {options.step_size:g})"
+                    )
+                step_stats = state.step(grad, eps, noisy)
+                if keep:
+                    kept.append(state.theta.detach().clone())
+                    for name, value in {"step_size": eps, "potential": energy.item(),
+                                        **step_stats}.items():  # fmt: skip
+                        stats.setdefault(name, []).append(value)
+                bar.update()
+    sampling_s = time.perf_counter() - start
+    theta = torch.stack(kept).reshape(options.num_chains, num_draws, layout.size)
+    draws = {name: value.detach() for name, value in layout.constrain(theta).items()}
+    sample_stats = {
+        name: np.asarray(values).reshape(options.num_chains, num_draws)
+        for name, values in stats.items()
+    }
+    return Posterior(
+        model=model,
+        method=method,
+        draws=draws,
+        x_train=x,
+        y_train=y,
+        sample_stats=sample_stats,
+        timings={"sampling_s": sampling_s, "gradients": num_steps * options.num_chains},
+    )

@@ -1,0 +1,107 @@
+"""SG-MCMC samplers against the exact posterior of conjugate Bayesian linear regression.
+
+The posterior is Gaussian with known mean and covariance, so the tests check both (the
+Gaussian-target test) on the same conjugate problem, with and without minibatches.
+Tolerances: the Monte Carlo standard error of a mean is sqrt(Σ_ii / ESS_i) (ArviZ's bulk
+ESS); of a variance, Σ_ii sqrt(2 / ESS_i) for Gaussian draws. Each check allows 4 standard
+errors plus the sampler's known first-order discretisation bias of the variance: for
+SGLD on a Gaussian with curvature λ, the stationary variance is 1/(λ (1 − ελ/4)), and
+minibatch noise V adds about εV/4 relative (Welling & Teh 2011; Vollmer et al. 2016);
+SGHMC with the noise estimate and SGNHT's thermostat correct for V, leaving O(ηλ).
+"""
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+from pyro_bnn import fit
+from tests.infer.conjugate import flat_draws
+
+# method -> options; chosen so each run mixes well in ~8,000 steps on this problem
+# (posterior sd 0.07-0.10, curvature λ ≈ 1/0.075² ≈ 180)
+SETTINGS = {
+    "sgld": dict(step_size=1e-3, burn_in=500, num_samples=1500, thin=5),
+    "sghmc": dict(step_size=1e-4, friction=0.1, burn_in=500, num_samples=1500, thin=5),
+    "sgnht": dict(step_size=1e-2, diffusion=1.0, burn_in=500, num_samples=1500, thin=5),
+    "csgld": dict(step_size=2e-3, num_cycles=4, cycle_length=2000, exploration=0.25, thin=5),
+    "csghmc": dict(step_size=2e-4, num_cycles=4, cycle_length=2000, exploration=0.25, thin=5),
+}
+CURVATURE = 180.0
+
+
+def _variance_bias(method: str, options: dict, batch_size) -> float:
+    """Relative first-order bias of the stationary variance allowed for ``method``."""
+    eps = options["step_size"]
+    if method in ("sgld", "csgld"):
+        minibatch = 0.2 if batch_size else 0.0  # εV/4 with V ≈ 640 per coordinate at B = 10
+        return eps * CURVATURE / 4 + minibatch
+    if method in ("sghmc", "csghmc"):
+        return eps * CURVATURE
+    return 0.05  # sgnht: h² λ at h = 0.01, plus the thermostat's finite-time error
+
+
+@pytest.mark.parametrize("batch_size", [None, 10], ids=["full-batch", "minibatch"])
+@pytest.mark.parametrize("method", sorted(SETTINGS))
+def test_sampler_matches_exact_posterior(conjugate, method, batch_size):
+    options = SETTINGS[method]
+    post = fit(conjugate.model(), conjugate.x, conjugate.y, method=method,
+               batch_size=batch_size, progress_bar=False, seed=0, **options)  # fmt: skip
+    draws = flat_draws(post.draws)
+    flat = draws.reshape(-1, 3)
+    ess = torch.tensor([az.ess(draws[..., i].numpy()) for i in range(3)], dtype=torch.float64)
+    assert bool((ess > 50).all()), f"{method} barely mixed: ESS {ess.tolist()}"
+    var = conjugate.cov.diag()
+    se_mean = (var / ess).sqrt()
+    assert torch.all((flat.mean(0) - conjugate.mean).abs() < 4 * se_mean), (
+        flat.mean(0), conjugate.mean, se_mean)  # fmt: skip
+    ratio = flat.var(0) / var
+    allowed = 4 * (2 / ess).sqrt() + _variance_bias(method, options, batch_size)
+    assert torch.all((ratio - 1).abs() < allowed), (ratio, allowed)
+    assert set(post.sample_stats) >= {"step_size", "potential"}
+    assert post.sample_stats["step_size"].shape == draws.shape[:2]
+
+
+def test_sgnht_thermostat_holds_the_kinetic_temperature_with_noisy_gradients(conjugate):
+    """Minibatches of 5 of 40 rows: strong gradient noise, unknown to the sampler. The
+    thermostat must keep the time-averaged kinetic temperature pᵀp/d at 1; its draws'
+    average is over 1,500 correlated values of a quantity with sd about sqrt(2/d) ≈ 0.8."""
+    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="sgnht", batch_size=5,
+               progress_bar=False, seed=0, **SETTINGS["sgnht"])  # fmt: skip
+    kinetic = post.sample_stats["kinetic_temperature"]
+    ess = az.ess(kinetic)
+    assert abs(kinetic.mean() - 1) < 4 * np.sqrt(2 / 3) / np.sqrt(ess) + 0.02
+    assert post.sample_stats["thermostat"][0, -1] > 0
+
+
+def test_temperature_scales_the_posterior_variance(conjugate):
+    """A cold posterior p(θ | D)^(1/T) at T = 0.25 has a quarter of the variance."""
+    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="sghmc", temperature=0.25,
+               progress_bar=False, seed=1, **SETTINGS["sghmc"])  # fmt: skip
+    draws = flat_draws(post.draws)
+    ess = torch.tensor([az.ess(draws[..., i].numpy()) for i in range(3)], dtype=torch.float64)
+    ratio = draws.reshape(-1, 3).var(0) / (0.25 * conjugate.cov.diag())
+    assert torch.all((ratio - 1).abs() < 4 * (2 / ess).sqrt() + 0.02), ratio
+
+
+def test_chains_are_independent_runs_and_cycles_keep_their_sampling_phase(conjugate):
+    post = fit(conjugate.model(), conjugate.x, conjugate.y, method="csgld", num_chains=2,
+               step_size=1e-3, num_cycles=2, cycle_length=100, exploration=0.5, thin=10,
+               progress_bar=False, seed=0)  # fmt: skip
+    assert post.draws["linear.weight"].shape == (2, 10, 1, 2)
+    assert not torch.equal(post.draws["linear.bias"][0], post.draws["linear.bias"][1])
+    step = post.sample_stats["step_size"][0, :5]
+    assert np.all(np.diff(step) < 0) and step[0] == pytest.approx(0.5e-3)  # from mid-cycle on
+
+
+def test_sgmcmc_option_errors(conjugate):
+    c = conjugate
+    with pytest.raises(ValueError, match="exploration must be in"):
+        fit(c.model(), c.x, c.y, method="csghmc", exploration=1.0)
+    with pytest.raises(ValueError, match="no draw is kept"):
+        fit(c.model(), c.x, c.y, method="csgld", cycle_length=10, exploration=0.95, thin=5)
+    with pytest.raises(ValueError, match=r"unknown option.*friction.*'sgld'"):
+        fit(c.model(), c.x, c.y, method="sgld", friction=0.1)
+    with pytest.raises(FloatingPointError, match="smaller step_size"):
+        fit(c.model(), c.x, c.y, method="sgld", step_size=10.0, burn_in=50, num_samples=5,
+            progress_bar=False)  # fmt: skip
