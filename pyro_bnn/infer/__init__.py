@@ -50,8 +50,8 @@ def fit(
     ``model(x, y=None)`` must observe ``y`` at a site ``obs`` inside a plate ``data``.
     ``method`` is one of :data:`METHODS`; ``options`` are the method's keyword options
     (see ``pyro_bnn.infer.svi``, ``pyro_bnn.infer.mcmc`` and ``pyro_bnn.infer.sgmcmc``).
-    Inputs may be numpy arrays or tensors; they are converted to float32 (labels to int64). The fit runs in its own
-    Pyro parameter store, kept in ``Posterior.param_state``.
+    Inputs may be numpy arrays or tensors; they are converted to float32 (labels to
+    int64). The fit runs in its own Pyro parameter store, kept in ``Posterior.param_state``.
     """
     if method not in _RUNNERS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
