@@ -70,7 +70,7 @@ def shipped_prior_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"the shipped deep weight prior {path} is missing; build it with "
-            "`pyro-bnn bench dwp --stages prior`, or pass a prior to the model"
+            "`pyro-bnn bench dwp --stages prior --ship`, or pass a prior to the model"
         )
     return path
 
@@ -79,14 +79,15 @@ def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + _MIN_SCALE
 
 
-def _spatial_steps(kernel_size: int) -> list[int]:
-    """Kernel sizes of the encoder's two convolutions: valid 3×3 while the map is at least
-    3 wide (each shrinks it by 2), 1×1 after."""
+def _spatial_steps(kernel_size: int) -> tuple[int, int, int]:
+    """Kernel sizes of the encoder's three convolutions: valid 3×3 while the map is at least
+    3 wide (each shrinks it by 2), 1×1 after, then one over what is left (to 1×1). The
+    decoder runs the same sizes backwards with transposed convolutions."""
     steps, side = [], kernel_size
     for _ in range(2):
         steps.append(3 if side >= 3 else 1)
         side -= steps[-1] - 1
-    return steps
+    return steps[0], steps[1], side
 
 
 class KernelEncoder(nn.Module):
@@ -98,8 +99,7 @@ class KernelEncoder(nn.Module):
     def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
-        first, second = _spatial_steps(kernel_size)
-        left = kernel_size - (first - 1) - (second - 1)
+        first, second, left = _spatial_steps(kernel_size)
         self.net = nn.Sequential(
             nn.Conv2d(1, hidden, first),
             nn.ELU(),
@@ -128,8 +128,7 @@ class KernelDecoder(nn.Module):
     def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
-        first, second = _spatial_steps(kernel_size)
-        left = kernel_size - (first - 1) - (second - 1)
+        first, second, left = _spatial_steps(kernel_size)
         self.net = nn.Sequential(
             nn.ConvTranspose2d(z_dim, 2 * hidden, left),
             nn.ELU(),
