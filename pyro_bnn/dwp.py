@@ -27,7 +27,6 @@ import fnmatch
 import importlib.resources
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from pyro_bnn.files import atomic_open
 
 __all__ = [
     "FORMAT",
@@ -320,11 +321,8 @@ class DeepWeightPrior:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the prior to ``path`` atomically (an interrupted save leaves any old file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save(self.state(), tmp)
-        os.replace(tmp.name, path)
+        with atomic_open(path, "wb") as f:
+            torch.save(self.state(), f)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DeepWeightPrior:

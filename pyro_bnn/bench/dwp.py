@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -50,6 +49,7 @@ from pyro_bnn.dwp import (
     collect_kernels,
     train_kernel_vae,
 )
+from pyro_bnn.files import read_json, write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
@@ -462,22 +462,12 @@ def curves_figure(init: dict[str, Any], path: Path) -> None:
 # -- the run ----------------------------------------------------------------------------
 
 
-def _save_json(path: Path, document: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(document, f, indent=1)
-    os.replace(f.name, path)
-
-
 def _load_json(path: Path, config: DWPBenchConfig) -> dict[str, Any]:
     fresh = {"config": json.loads(json.dumps(asdict(config))), "table": [], "runs": []}
-    if not path.exists():
+    document = read_json(path)
+    if document is None:
         return fresh
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        message = f"{path} is not valid JSON ({error}); move it away to start anew"
-        raise ValueError(message) from error
-    if document.get("config") != fresh["config"]:
+    if not isinstance(document, dict) or document.get("config") != fresh["config"]:
         raise ValueError(f"{path} was written with other settings; use another --out to run these")
     return document
 
@@ -509,7 +499,7 @@ def run_dwp_bench(
         dwp, kernels, document["prior"] = learn_prior(config, progress=progress)
         dwp.save(prior_path)
         kernels_figure(dwp, kernels, out / "kernels.png", seed=config.seed)
-        _save_json(path, document)
+        write_json(path, document)
         log(f"prior: {_prior_summary(document['prior'])}")
     if ship and dwp is not None:
         import pyro_bnn
@@ -530,7 +520,7 @@ def run_dwp_bench(
             for prior_name, size, draw in cells:
                 row = run_table_cell(prior_name, size, draw, config=config, dwp=dwp, data=data)
                 document["table"].append(row)
-                _save_json(path, document)
+                write_json(path, document)
                 bar.write(
                     f"{prior_name:>11s} n={size:<5d} draw {draw}: accuracy "
                     f"{row['accuracy']:.3f}  {row['fit_s']:.0f}s"
@@ -541,7 +531,7 @@ def run_dwp_bench(
             raise ValueError("the init stage needs the prior: run the prior stage first")
         document["init"] = run_init_experiments(config, dwp, data, progress=progress)
         curves_figure(document["init"], out / "init_curves.png")
-        _save_json(path, document)
+        write_json(path, document)
     document["runs"].append(
         {
             "date": date.today().isoformat(),
@@ -550,7 +540,7 @@ def run_dwp_bench(
         }
     )
     document["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    _save_json(path, document)
+    write_json(path, document)
     (out / "results.md").write_text(format_markdown(document))
     return document
 

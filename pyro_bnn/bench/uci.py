@@ -48,6 +48,7 @@ from pyro_bnn.arviz import row_diagnostics
 from pyro_bnn.bench.uci_report import format_report, read_published
 from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
 from pyro_bnn.datasets import data_dir as resolve_data_dir
+from pyro_bnn.files import read_json, write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.metrics import rmse, test_log_likelihood
 
@@ -249,23 +250,12 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
 
 def load_results(path: Path) -> dict[str, Any]:
     """``results.json``, or a fresh document; a file that is not ours is an error."""
-    if not path.exists():
+    document = read_json(path)
+    if document is None:
         return {"records": []}
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid JSON ({error}); move it away to start afresh"
-        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("records"), list):
         raise ValueError(f"{path} has no 'records' list; it was not written by bench uci")
     return document
-
-
-def _save(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written file
 
 
 def _cells(
@@ -357,7 +347,7 @@ def run_uci(
         bar.update()
 
     def save() -> None:
-        _save(path, document)
+        write_json(path, document)  # atomic: an interruption never half-writes it
         (out / "results.md").write_text(format_report(document, reference))
 
     document["failures"] = []  # failures are retried by the next run

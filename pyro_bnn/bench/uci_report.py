@@ -300,17 +300,17 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
         lines += ["", *_comparisons(datasets, table, published)]
     lines += ["", *_cost_table(datasets, methods, table)]
     runs = document.get("runs", [])
+    cells = sum(run["cells"] for run in runs)
     if runs:
         elapsed = sum(run["elapsed_s"] for run in runs)
-        cells = sum(run["cells"] for run in runs)
         jobs = ", ".join(str(run["jobs"]) for run in runs)
         lines.append(
             f"\nElapsed time of the recorded runs: {elapsed / 3600:.2f} h for {cells} cells "
             f"({jobs} jobs)."
         )
-    if sum(run["cells"] for run in runs) < len(records):
+    if cells < len(records):
         lines.append(
-            f"\n{len(records) - sum(run['cells'] for run in runs)} cells came from runs stopped "
+            f"\n{len(records) - cells} cells came from runs stopped "
             "before they could record their elapsed time; their per-cell wall times above "
             "are complete."
         )
