@@ -30,7 +30,7 @@ __all__ = ["METHODS", "fit"]
 _RUNNERS = {
     **{name: (options, run_svi) for name, (options, _) in GUIDES.items()},
     **{name: (options, run_mcmc) for name, (options, _) in KERNELS.items()},
-    **{name: (options, run_sgmcmc) for name, (options, _, _) in SAMPLERS.items()},
+    **{name: (options, run_sgmcmc) for name, (options, _) in SAMPLERS.items()},
 }
 METHODS: tuple[str, ...] = tuple(_RUNNERS)
 

@@ -47,8 +47,7 @@ class MCMCOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in ("pyro", "jit", "inductor"):
-            raise ValueError(f"backend must be 'pyro', 'jit' or 'inductor', got {self.backend!r}")
+        self.check_choice("backend", ("pyro", "jit", "inductor"))
 
     @classmethod
     def allow_zero(cls) -> frozenset[str]:

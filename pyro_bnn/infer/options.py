@@ -24,6 +24,13 @@ class Options:
     def allow_zero(cls) -> frozenset[str]:
         return frozenset()
 
+    def check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        """An error naming option ``name`` and its ``choices`` if its value is not one."""
+        value = getattr(self, name)
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+            raise ValueError(f"{name} must be {listed}, got {value!r}")
+
 
 def parse_options(cls: type[Options], method: str, options: dict[str, Any]) -> Options:
     """Build ``cls(**options)``, naming unknown options and the valid ones."""

@@ -48,6 +48,7 @@ import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
+from pyro_bnn.infer.mcmc import flat_initial_values
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
 from pyro_bnn.posterior import Posterior
@@ -84,12 +85,29 @@ class SGMCMCOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in ("jit", "inductor", "eager"):
-            raise ValueError(f"backend must be 'jit', 'inductor' or 'eager', got {self.backend!r}")
+        self.check_choice("backend", ("jit", "inductor", "eager"))
 
     @classmethod
     def allow_zero(cls) -> frozenset[str]:
         return frozenset({"burn_in", "temperature"})
+
+    def step_size_at(self, t: int) -> float:
+        return self.step_size
+
+    @property
+    def num_steps(self) -> int:
+        return self.burn_in + self.num_samples * self.thin
+
+    @property
+    def num_draws(self) -> int:
+        return self.num_samples
+
+    def schedule(self) -> Iterator[tuple[float, bool, bool]]:
+        """(step size, inject noise?, keep this draw?) for each step: ``burn_in`` steps,
+        then a draw kept every ``thin`` steps."""
+        for t in range(self.num_steps):
+            kept = t >= self.burn_in and (t - self.burn_in) % self.thin == self.thin - 1
+            yield self.step_size_at(t), True, kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +120,9 @@ class SGLDOptions(SGMCMCOptions):
     @classmethod
     def allow_zero(cls) -> frozenset[str]:
         return super().allow_zero() | {"decay_power"}
+
+    def step_size_at(self, t: int) -> float:
+        return self.step_size * (self.decay_offset + t) ** (-self.decay_power)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +174,22 @@ class CyclicalOptions(SGHMCOptions):
     def draws_per_cycle(self) -> int:
         return len(range(self.first_sampling_step, self.cycle_length, self.thin))
 
+    @property
+    def num_steps(self) -> int:
+        return self.num_cycles * self.cycle_length
+
+    @property
+    def num_draws(self) -> int:
+        return self.num_cycles * self.draws_per_cycle
+
+    def schedule(self) -> Iterator[tuple[float, bool, bool]]:
+        """Cosine cycles; noise and kept draws only after each cycle's exploration."""
+        for _ in range(self.num_cycles):
+            for k in range(self.cycle_length):
+                eps = 0.5 * self.step_size * (math.cos(math.pi * k / self.cycle_length) + 1)
+                sampling = k >= self.first_sampling_step
+                yield eps, sampling, sampling and (k - self.first_sampling_step) % self.thin == 0
+
 
 # -- dynamics: one step each, on flat tensors -----------------------------------------------
 
@@ -162,15 +199,18 @@ def _noise(like: torch.Tensor, variance: float | torch.Tensor) -> torch.Tensor:
 
 
 class _Langevin:
-    """SGLD; ``momentum`` is unused."""
+    """SGLD. Each dynamics has ``step`` and ``stats`` (statistics of the current state,
+    asked for only when a draw is kept)."""
 
     def __init__(self, theta: torch.Tensor, options: SGMCMCOptions) -> None:
         self.theta, self.temperature = theta, options.temperature
 
-    def step(self, grad: torch.Tensor, eps: float, noisy: bool) -> dict[str, float]:
+    def step(self, grad: torch.Tensor, eps: float, noisy: bool) -> None:
         self.theta = self.theta - 0.5 * eps * grad
         if noisy:
             self.theta = self.theta + _noise(self.theta, eps * self.temperature)
+
+    def stats(self) -> dict[str, float]:
         return {}
 
 
@@ -180,6 +220,7 @@ class _Hamiltonian:
     def __init__(self, theta: torch.Tensor, options: SGHMCOptions) -> None:
         self.theta, self.options = theta, options
         self.v = torch.zeros_like(theta)
+        self.eta = options.step_size  # the last step's η, for the kinetic temperature
         self.grad_var = torch.zeros_like(theta)
         self.previous: torch.Tensor | None = None
         self.seen = 0
@@ -204,7 +245,7 @@ class _Hamiltonian:
         corrected = self.grad_var / (1 - o.noise_decay**self.seen)  # the average starts at 0
         return (0.5 * eta * corrected).clamp(max=o.friction)
 
-    def step(self, grad: torch.Tensor, eta: float, noisy: bool) -> dict[str, float]:
+    def step(self, grad: torch.Tensor, eta: float, noisy: bool) -> None:
         alpha = self.options.friction
         beta = self._beta_hat(grad, eta)
         self.v = (1 - alpha) * self.v - eta * grad
@@ -212,7 +253,10 @@ class _Hamiltonian:
             variance = 2 * (alpha - beta) * eta * self.options.temperature
             self.v = self.v + _noise(self.v, variance)
         self.theta = self.theta + self.v
-        return {"kinetic_temperature": float(self.v.pow(2).mean() / eta)}
+        self.eta = eta
+
+    def stats(self) -> dict[str, float]:
+        return {"kinetic_temperature": float(self.v.pow(2).mean() / self.eta)}
 
 
 class _NoseHoover:
@@ -223,56 +267,26 @@ class _NoseHoover:
         self.p = torch.randn_like(theta) * math.sqrt(options.temperature)
         self.xi = options.diffusion
 
-    def step(self, grad: torch.Tensor, h: float, noisy: bool) -> dict[str, float]:
+    def step(self, grad: torch.Tensor, h: float, noisy: bool) -> None:
         o = self.options
         self.p = self.p - self.xi * self.p * h - grad * h
         if noisy:
             self.p = self.p + _noise(self.p, 2 * o.diffusion * h * o.temperature)
         self.theta = self.theta + self.p * h
-        kinetic = float(self.p.pow(2).mean())
-        self.xi += (kinetic - o.temperature) * h
-        return {"kinetic_temperature": kinetic, "thermostat": self.xi}
+        self.kinetic = float(self.p.pow(2).mean())  # the thermostat needs it every step
+        self.xi += (self.kinetic - o.temperature) * h
+
+    def stats(self) -> dict[str, float]:
+        return {"kinetic_temperature": self.kinetic, "thermostat": self.xi}
 
 
-# -- schedules: (step size, inject noise?, keep this draw?) for each step -----------------
-
-
-def _linear_schedule(o: SGMCMCOptions) -> Iterator[tuple[float, bool, bool]]:
-    total = o.burn_in + o.num_samples * o.thin
-    for t in range(total):
-        if isinstance(o, SGLDOptions):
-            eps = o.step_size * (o.decay_offset + t) ** (-o.decay_power)
-        else:
-            eps = o.step_size
-        kept = t >= o.burn_in and (t - o.burn_in) % o.thin == o.thin - 1
-        yield eps, True, kept
-
-
-def _cyclical_schedule(o: CyclicalOptions) -> Iterator[tuple[float, bool, bool]]:
-    for _ in range(o.num_cycles):
-        for k in range(o.cycle_length):
-            eps = 0.5 * o.step_size * (math.cos(math.pi * k / o.cycle_length) + 1)
-            sampling = k >= o.first_sampling_step
-            yield eps, sampling, sampling and (k - o.first_sampling_step) % o.thin == 0
-
-
-def _num_draws(o: SGMCMCOptions) -> int:
-    return o.num_cycles * o.draws_per_cycle if isinstance(o, CyclicalOptions) else o.num_samples
-
-
-def _num_steps(o: SGMCMCOptions) -> int:
-    if isinstance(o, CyclicalOptions):
-        return o.num_cycles * o.cycle_length
-    return o.burn_in + o.num_samples * o.thin
-
-
-# method -> (options type, dynamics, schedule)
-SAMPLERS: dict[str, tuple[type[SGMCMCOptions], type, Callable]] = {
-    "sgld": (SGLDOptions, _Langevin, _linear_schedule),
-    "sghmc": (SGHMCOptions, _Hamiltonian, _linear_schedule),
-    "sgnht": (SGNHTOptions, _NoseHoover, _linear_schedule),
-    "csgld": (CyclicalOptions, _Langevin, _cyclical_schedule),
-    "csghmc": (CyclicalOptions, _Hamiltonian, _cyclical_schedule),
+# method -> (options type, dynamics); the options hold the step-size schedule
+SAMPLERS: dict[str, tuple[type[SGMCMCOptions], type]] = {
+    "sgld": (SGLDOptions, _Langevin),
+    "sghmc": (SGHMCOptions, _Hamiltonian),
+    "sgnht": (SGNHTOptions, _NoseHoover),
+    "csgld": (CyclicalOptions, _Langevin),
+    "csghmc": (CyclicalOptions, _Hamiltonian),
 }
 
 
@@ -297,9 +311,7 @@ def run_sgmcmc(
     progress_bar: bool,
 ) -> Posterior:
     """Run ``options.num_chains`` chains of ``method`` and return their draws."""
-    from pyro_bnn.infer.mcmc import flat_initial_values
-
-    _, dynamics, schedule = SAMPLERS[method]
+    dynamics = SAMPLERS[method][1]
     scaled = ScaleDataPlate(len(x))(model)
     layout = flat_layout(scaled, x, y)
     if layout is None:
@@ -308,7 +320,7 @@ def run_sgmcmc(
     starts = flat_initial_values(
         model, x, y, layout, init_strategy=options.init_strategy, num_chains=options.num_chains
     )
-    num_steps, num_draws = _num_steps(options), _num_draws(options)
+    num_steps, num_draws = options.num_steps, options.num_draws
     kept: list[torch.Tensor] = []
     stats: dict[str, list[float]] = {}
     start = time.perf_counter()
@@ -316,7 +328,7 @@ def run_sgmcmc(
         for chain in range(options.num_chains):
             state = dynamics(starts[chain], options)
             batches = _minibatches(len(x), options.batch_size)
-            for step, (eps, noisy, keep) in enumerate(schedule(options)):
+            for step, (eps, noisy, keep) in enumerate(options.schedule()):
                 index = next(batches)
                 theta = state.theta.detach().requires_grad_(True)
                 xb, yb = (x, y) if index is None else (x[index], y[index])
@@ -327,11 +339,11 @@ def run_sgmcmc(
                         f"{method}: non-finite gradient at step {step} of chain {chain}; "
                         f"try a smaller step_size (now {options.step_size:g})"
                     )
-                step_stats = state.step(grad, eps, noisy)
+                state.step(grad, eps, noisy)
                 if keep:
                     kept.append(state.theta.detach().clone())
                     for name, value in {"step_size": eps, "potential": energy.item(),
-                                        **step_stats}.items():  # fmt: skip
+                                        **state.stats()}.items():  # fmt: skip
                         stats.setdefault(name, []).append(value)
                 bar.update()
     sampling_s = time.perf_counter() - start

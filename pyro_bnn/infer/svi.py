@@ -75,8 +75,7 @@ class SVIOptions(Options):
             raise ValueError(
                 f"unknown kl_weighting {self.kl_weighting!r}; choose one of {KL_WEIGHTINGS}"
             )
-        if self.backend not in ("pyro", "jit", "inductor"):
-            raise ValueError(f"backend must be 'pyro', 'jit' or 'inductor', got {self.backend!r}")
+        self.check_choice("backend", ("pyro", "jit", "inductor"))
 
     @property
     def plain_elbo(self) -> bool:
