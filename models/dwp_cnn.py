@@ -9,9 +9,8 @@ final layer stay deterministic, as in the paper. :func:`cnn` is the same network
 
 Example:
     >>> import torch
-    >>> from pyro_bnn.priors import GaussianPrior, Selector
-    >>> conv_weights = Selector(module_types=(torch.nn.Conv2d,), parameters=("weight",))
-    >>> model = DWPCNN(prior=GaussianPrior(scale=1.0, select=conv_weights))
+    >>> from pyro_bnn.priors import GaussianPrior
+    >>> model = DWPCNN(prior=GaussianPrior(scale=1.0, select=CONV_WEIGHTS))
     >>> model(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2])
 """
@@ -26,13 +25,15 @@ from torch import nn
 
 from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.likelihoods import Categorical
-from pyro_bnn.priors import PriorHook
+from pyro_bnn.priors import PriorHook, Selector
 from pyro_bnn.zoo import register
 
-__all__ = ["CONV_LAYERS", "DWPCNN", "cnn"]
+__all__ = ["CONV_LAYERS", "CONV_WEIGHTS", "DWPCNN", "cnn"]
 
-# module-name patterns of the two convolutions, as a DeepWeightPrior keys its VAEs
-CONV_LAYERS = ("*conv1", "*conv2")
+# each convolution of :func:`cnn` -> the module-name pattern a DeepWeightPrior keys its VAE by
+CONV_LAYERS = {"conv1": "*conv1", "conv2": "*conv2"}
+# the Bayesian part of the network under an ordinary prior: the conv kernels
+CONV_WEIGHTS = Selector(module_types=(nn.Conv2d,), parameters=("weight",))
 
 
 def cnn(

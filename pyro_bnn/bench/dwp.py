@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.dwp_cnn import DWPCNN, cnn
+from models.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
 from pyro_bnn.datasets import mnist
 from pyro_bnn.dwp import (
     SHIPPED_PRIOR,
@@ -53,13 +53,12 @@ from pyro_bnn.files import read_json, write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
-from pyro_bnn.priors import GaussianPrior, LogUniformPrior, Selector
+from pyro_bnn.priors import GaussianPrior, LogUniformPrior
 
 __all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "run_dwp_bench"]
 
 STAGES = ("prior", "table", "init")
 PRIORS = ("dwp", "log-uniform", "normal")
-LAYERS = {"conv1": "*conv1", "conv2": "*conv2"}  # layer -> the prior's module pattern
 # Atanov et al. 2019, Fig. 2a (../shared/reference/README.md): 10-sample ensemble accuracy
 PAPER = {
     "dwp": {50: 0.800, 100: 0.867, 200: 0.915, 500: 0.945, 1000: 0.961},
@@ -229,7 +228,7 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool):
     nets, accuracies = train_source_nets(config, progress=progress)
     source_s = time.perf_counter() - start
     vaes, kernels, layers = {}, {}, {}
-    for i, (layer, pattern) in enumerate(LAYERS.items()):
+    for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
         kept = collect_kernels(
             [getattr(net, layer).weight for net in nets], min_norm_ratio=config.min_norm_ratio
         )
@@ -282,10 +281,10 @@ def kernels_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = 2 * len(LAYERS)
+    rows = 2 * len(CONV_LAYERS)
     fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.6, rows * 0.62 + 0.5))
     generator = torch.Generator().manual_seed(seed)
-    for i, (layer, pattern) in enumerate(LAYERS.items()):
+    for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
         real = kernels[layer][torch.randperm(len(kernels[layer]), generator=generator)[:per_row]]
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -304,8 +303,6 @@ def kernels_figure(
 
 
 # -- stage "table" ----------------------------------------------------------------------
-
-CONV_WEIGHTS = Selector(module_types=(nn.Conv2d,), parameters=("weight",))
 
 
 def _fit_options(prior_name: str, config: DWPBenchConfig, size: int) -> dict[str, Any]:
@@ -371,7 +368,7 @@ def run_table_cell(
 
 
 def _initialise(net: nn.Sequential, how: str, dwp: DeepWeightPrior | None) -> nn.Sequential:
-    for layer, pattern in LAYERS.items():
+    for layer, pattern in CONV_LAYERS.items():
         conv = getattr(net, layer)
         if how == "xavier":
             nn.init.xavier_normal_(conv.weight)
