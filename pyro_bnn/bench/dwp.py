@@ -42,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
+from pyro_bnn.bench.plain import train_classifier
 from pyro_bnn.datasets import mnist
 from pyro_bnn.dwp import (
     SHIPPED_PRIOR,
@@ -182,15 +183,9 @@ def _train_plain(
     params=None,
 ) -> nn.Module:
     optimizer = torch.optim.Adam(params or net.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(net(x[index]), y[index]).backward()
-            optimizer.step()
-    return net.eval()
+    return train_classifier(
+        net, x, y, optimizer, epochs=epochs, batch_size=batch_size, generator=generator
+    )
 
 
 def _plain_accuracy(net: nn.Module, x, y) -> float:

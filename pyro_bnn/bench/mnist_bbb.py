@@ -46,6 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pyro_bnn import zoo
+from pyro_bnn.bench.plain import train_classifier
 from pyro_bnn.datasets import Split, mnist
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
@@ -151,16 +152,10 @@ def _torch_net(width: int, dropout: bool) -> nn.Sequential:
 def _train_sgd(x, y, *, config: MnistBBBConfig, lr: float, dropout: bool) -> nn.Sequential:
     net = _torch_net(config.width, dropout)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
-    generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x) - config.batch_size + 1, config.batch_size):
-            index = order[start : start + config.batch_size]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(net(x[index]), y[index]).backward()
-            optimizer.step()
-    return net.eval()
+    return train_classifier(
+        net, x, y, optimizer, epochs=config.epochs, batch_size=config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed), drop_last=True,
+    )  # fmt: skip
 
 
 def _sgd_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig) -> list[Candidate]:
