@@ -81,7 +81,9 @@ def to_inference_data(
     """``InferenceData`` with posterior, sample_stats, log_likelihood, posterior_predictive,
     observed_data, constant_data and, for ``x_new``, predictions.
 
-    ``x``/``y`` default to the training data. Every posterior draw is used.
+    ``x``/``y`` default to the training data. Every posterior draw is used. The
+    sample_stats group's attributes carry the sampler's diagnostics (divergences, max R-hat,
+    min ESS) and any warnings they raised.
     """
     if (x is None) != (y is None):
         raise ValueError("give both x and y, or neither (to use the training data)")
@@ -136,6 +138,9 @@ def to_inference_data(
         idata[group].attrs.update(attrs)
     if posterior.losses:
         idata.sample_stats.attrs["elbo"] = -np.asarray(posterior.losses, dtype=np.float64)
+    idata.sample_stats.attrs.update(posterior.diagnostics)
+    if posterior.warnings:
+        idata.sample_stats.attrs["warnings"] = list(posterior.warnings)
     return idata
 
 

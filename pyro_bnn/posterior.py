@@ -71,8 +71,11 @@ class Posterior:
     """Posterior draws of every latent site, the model and the method's own objects.
 
     ``draws[site]`` has shape (chain, draw, *site_shape). ``guide`` is the Pyro guide of
-    SVI methods, ``mcmc`` Pyro's ``MCMC`` object; ``losses`` is the SVI loss (negative
-    ELBO) history; ``sample_stats`` holds per-draw sampler statistics (chain, draw).
+    SVI methods, ``mcmc`` the Pyro ``MCMC`` object of each chain run in this process
+    (chains run in worker processes leave none); ``losses`` is the SVI loss (negative
+    ELBO) history; ``sample_stats`` holds per-draw sampler statistics (chain, draw);
+    samplers put their convergence figures (divergences, max R-hat, min ESS) in
+    ``diagnostics`` and the warnings those raised in ``warnings``.
     ``param_state`` is this fit's own Pyro parameter store, entered whenever the model or
     guide runs, so fits never share parameters by name. ``wall_time`` is the whole fit;
     ``timings`` splits out the method's loop (``steps_s`` for SVI, ``sampling_s`` for MCMC).
@@ -84,9 +87,11 @@ class Posterior:
     x_train: torch.Tensor
     y_train: torch.Tensor
     guide: Any = None
-    mcmc: Any = None
+    mcmc: list = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
     options: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0

@@ -236,7 +236,7 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         "selection_s": selection_s,
         "fit_s": post.wall_time,
     }
-    if post.mcmc is not None:
+    if "diverging" in post.sample_stats:  # NUTS
         record["divergences"] = int(post.sample_stats["diverging"].sum())
         record["mean_steps_per_draw"] = float(post.sample_stats["n_steps"].mean())
         loc = test.loc.reshape(post.num_chains, post.num_draws, -1).numpy()

@@ -1,26 +1,51 @@
-"""Pyro's NUTS and HMC kernels, with per-draw sampler statistics."""
+"""Full-batch MCMC with Pyro's kernels: ``nuts``, ``hmc`` and ``rwm`` (random-walk
+Metropolis), with per-draw sampler statistics and multi-chain diagnostics.
+
+Example:
+    >>> import torch
+    >>> from pyro_bnn import fit, zoo
+    >>> model = zoo.build("bayesian-linear-regression", in_features=1, noise_scale=0.5)
+    >>> x = torch.randn(30, 1); y = 2 * x[:, 0]
+    >>> post = fit(model, x, y, method="rwm", num_samples=200, warmup_steps=200,
+    ...            backend="jit", progress_bar=False, seed=0)
+    >>> sorted(post.sample_stats)
+    ['accepted', 'lp', 'step_size']
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import torch
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide import init_to_sample
+from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.util import initialize_model
 
+from pyro_bnn.infer.chains import (
+    Chain,
+    chain_processes,
+    chain_seeds,
+    diagnose,
+    merge_chains,
+    run_chains,
+)
 from pyro_bnn.infer.options import Options
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.potential import FlatLayout, flat_potential
 
 __all__ = [
     "KERNELS",
+    "GradientMCMCOptions",
     "HMCOptions",
     "MCMCOptions",
     "NUTSOptions",
+    "RWMOptions",
     "flat_initial_values",
     "run_mcmc",
 ]
@@ -28,19 +53,20 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class MCMCOptions(Options):
-    """``num_chains`` chains of ``warmup_steps`` adaptation then ``num_samples`` draws;
-    ``target_accept_prob`` for step-size adaptation. ``backend``: the kernel moves one flat
+    """``num_chains`` chains of ``warmup_steps`` adaptation then ``num_samples`` draws; the
+    step size starts at ``step_size`` and adapts toward ``target_accept_prob``. Chains run
+    in ``chain_processes`` spawned workers (default: one per chain up to the machine's
+    cores; 1 runs them here, one after another). ``backend``: the kernel moves one flat
     site under the model's potential compiled with ``"inductor"`` (fused value and
-    gradient; compiles once, tens of seconds) or ``"jit"``; ``"pyro"`` runs the kernel on
-    the model itself, JIT-traced if ``jit_compile``."""
+    gradient; compiles once per process, tens of seconds) or ``"jit"``; ``"pyro"`` runs the
+    kernel on the model itself, JIT-traced if ``jit_compile``."""
 
     num_samples: int = 500
     warmup_steps: int = 500
     num_chains: int = 1
+    chain_processes: int | None = None
     target_accept_prob: float = 0.8
     step_size: float = 1.0
-    adapt_mass_matrix: bool = True
-    full_mass: bool = False
     jit_compile: bool = True
     backend: str = "inductor"
     init_strategy: Callable = init_to_sample
@@ -48,6 +74,8 @@ class MCMCOptions(Options):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_choice("backend", ("pyro", "jit", "inductor"))
+        if not 0 < self.target_accept_prob < 1:
+            raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
 
     @classmethod
     def allow_zero(cls) -> frozenset[str]:
@@ -55,14 +83,34 @@ class MCMCOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
-class NUTSOptions(MCMCOptions):
+class RWMOptions(MCMCOptions):
+    """Random-walk Metropolis: an isotropic Gaussian proposal in the unconstrained space,
+    its scale (``step_size``) adapted during warmup toward ``target_accept_prob``, 0.234,
+    the optimum for high-dimensional targets (Roberts, Gelman & Gilks 1997)."""
+
+    target_accept_prob: float = 0.234
+    step_size: float = 0.1
+    num_samples: int = 5000
+    warmup_steps: int = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientMCMCOptions(MCMCOptions):
+    """``adapt_mass_matrix`` during warmup, diagonal unless ``full_mass``."""
+
+    adapt_mass_matrix: bool = True
+    full_mass: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NUTSOptions(GradientMCMCOptions):
     """``max_tree_depth``: at most 2**depth - 1 leapfrog steps per draw."""
 
     max_tree_depth: int = 10
 
 
 @dataclass(frozen=True, kw_only=True)
-class HMCOptions(MCMCOptions):
+class HMCOptions(GradientMCMCOptions):
     """``num_steps`` leapfrog steps per draw, or a ``trajectory_length`` (default 2π)."""
 
     num_steps: int | None = None
@@ -77,15 +125,15 @@ class _CountsGradients:
     def setup(self, *args, **kwargs):
         super().setup(*args, **kwargs)
         potential_fn = self.potential_fn
-        if getattr(potential_fn, "counted", False):  # a later chain reusing this kernel
-            return
 
         def counted(z):
             self.num_gradients += 1
             return potential_fn(z)
 
-        counted.counted = True
         self.potential_fn = counted
+
+    def draw_stats(self) -> dict[str, float]:
+        return {"lp": -float(self._potential_energy_last), "step_size": float(self.step_size)}
 
 
 class CountingNUTS(_CountsGradients, NUTS):
@@ -96,7 +144,55 @@ class CountingHMC(_CountsGradients, HMC):
     """Pyro's HMC, counting gradients."""
 
 
-def _common(o: MCMCOptions) -> dict:
+class RandomWalk(RandomWalkKernel):
+    """Pyro's random-walk kernel, also on a ``potential_fn`` (with ``initial_params`` set by
+    ``MCMC``), starting on the model from ``init_strategy`` (Pyro's own kernel always
+    samples its start from the prior); records whether each proposal was taken."""
+
+    num_gradients = 0
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        potential_fn=None,
+        init_step_size,
+        target_accept_prob,
+        init_strategy=init_to_sample,
+    ):
+        super().__init__(
+            model, init_step_size=float(init_step_size), target_accept_prob=target_accept_prob
+        )
+        self._given_potential = potential_fn
+        self._init_strategy = init_strategy
+        self._initial_params = None
+        self.accepted = False
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        self._warmup_steps = warmup_steps
+        if self._given_potential is None:
+            self._initial_params, self.potential_fn, self.transforms, _ = initialize_model(
+                self.model, model_args=args, model_kwargs=kwargs, init_strategy=self._init_strategy
+            )
+        else:
+            self.potential_fn, self.transforms = self._given_potential, {}
+        self._energy_last = self.potential_fn(self._initial_params)
+
+    def sample(self, params):
+        before = self._energy_last
+        params = super().sample(params)
+        self.accepted = self._energy_last is not before
+        return params
+
+    def draw_stats(self) -> dict[str, float]:
+        return {
+            "lp": -float(self._energy_last),
+            "step_size": math.exp(self._log_step_size),
+            "accepted": float(self.accepted),
+        }
+
+
+def _gradient_options(o: GradientMCMCOptions) -> dict:
     return dict(
         step_size=o.step_size,
         adapt_mass_matrix=o.adapt_mass_matrix,
@@ -110,43 +206,61 @@ def _common(o: MCMCOptions) -> dict:
 
 def _nuts(o: NUTSOptions, **target) -> CountingNUTS:
     """``target``: ``model=...`` or ``potential_fn=...``."""
-    return CountingNUTS(**target, **_common(o), max_tree_depth=o.max_tree_depth)
+    return CountingNUTS(**target, **_gradient_options(o), max_tree_depth=o.max_tree_depth)
 
 
 def _hmc(o: HMCOptions, **target) -> CountingHMC:
     return CountingHMC(
-        **target, **_common(o), num_steps=o.num_steps, trajectory_length=o.trajectory_length
+        **target,
+        **_gradient_options(o),
+        num_steps=o.num_steps,
+        trajectory_length=o.trajectory_length,
+    )
+
+
+def _rwm(o: RWMOptions, **target) -> RandomWalk:
+    return RandomWalk(
+        **target,
+        init_step_size=o.step_size,
+        target_accept_prob=o.target_accept_prob,
+        init_strategy=o.init_strategy,
     )
 
 
 KERNELS: dict[str, tuple[type[MCMCOptions], Callable]] = {
     "nuts": (NUTSOptions, _nuts),
     "hmc": (HMCOptions, _hmc),
+    "rwm": (RWMOptions, _rwm),
 }
 
 
 class _DrawRecorder:
-    """``hook_fn`` for ``MCMC``: step size, leapfrog steps and log density of each draw."""
+    """``hook_fn`` for ``MCMC``: the kernel's statistics of each kept draw, with its
+    gradient count (``n_steps``) and whether it diverged."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[float, int, float]] = []
-        self._last = 0
+        self.rows: list[dict[str, float]] = []
+        self._gradients = 0
+        self._divergences = 0
 
     def __call__(self, kernel, params, stage: str, i: int) -> None:
-        steps = kernel.num_gradients - self._last
-        self._last = kernel.num_gradients
+        steps = kernel.num_gradients - self._gradients
+        self._gradients = kernel.num_gradients
+        divergences = len(getattr(kernel, "_divergences", ()))
+        diverged = divergences > self._divergences
+        self._divergences = divergences
         if stage.startswith("Sample"):
-            lp = -float(kernel._potential_energy_last)
-            self.rows.append((float(kernel.step_size), steps, lp))
+            row = kernel.draw_stats()
+            if hasattr(kernel, "_divergences"):
+                row |= {"n_steps": steps, "diverging": diverged}
+            self.rows.append(row)
 
-    def stats(self, num_chains: int, num_samples: int) -> dict[str, np.ndarray]:
-        if len(self.rows) != num_chains * num_samples:  # chains ran in other processes
-            return {}
-        table = np.asarray(self.rows, dtype=np.float64).reshape(num_chains, num_samples, 3)
+    def stats(self) -> dict[str, np.ndarray]:
+        """(1, draw) arrays; ``n_steps`` as integers and ``diverging`` as booleans."""
+        types = {"n_steps": np.int64, "diverging": bool}
         return {
-            "step_size": table[..., 0],
-            "n_steps": table[..., 1].astype(np.int64),
-            "lp": table[..., 2],
+            name: np.asarray([row[name] for row in self.rows], dtype=types.get(name))[None]
+            for name in (self.rows[0] if self.rows else {})
         }
 
 
@@ -168,11 +282,59 @@ def flat_initial_values(
     return torch.stack(chains)
 
 
-def _flat_initial_params(model, x, y, layout: FlatLayout, options: MCMCOptions) -> dict:
-    theta = flat_initial_values(
-        model, x, y, layout, init_strategy=options.init_strategy, num_chains=options.num_chains
-    )
-    return {"theta": theta if options.num_chains > 1 else theta[0]}
+def _mcmc_chains(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seeds: list[int],
+    method: str,
+    options: MCMCOptions,
+    progress_bar: bool,
+) -> list[Chain]:
+    """One single-chain Pyro ``MCMC`` run per seed, in this process; the flat potential is
+    compiled once and shared by the chains."""
+    build_kernel = KERNELS[method][1]
+    potential = None
+    if options.backend != "pyro":
+        potential = flat_potential(model, x, y, backend=options.backend)
+    chains = []
+    for seed in seeds:
+        pyro.set_rng_seed(seed)
+        if potential is not None:
+            (theta,) = flat_initial_values(
+                model, x, y, potential.layout, init_strategy=options.init_strategy, num_chains=1
+            )
+            potential(theta)  # compile before sampling
+            kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
+            args, mcmc_kwargs = (), {"initial_params": {"theta": theta}}
+        else:
+            kernel = build_kernel(options, model=model)
+            args, mcmc_kwargs = (x, y), {}
+        recorder = _DrawRecorder()
+        mcmc = MCMC(
+            kernel,
+            num_samples=options.num_samples,
+            warmup_steps=options.warmup_steps,
+            disable_progbar=not progress_bar,
+            hook_fn=recorder,
+            **mcmc_kwargs,
+        )
+        start = time.perf_counter()
+        mcmc.run(*args)
+        run_s = time.perf_counter() - start
+        samples = mcmc.get_samples(group_by_chain=True)
+        if potential is not None:
+            samples = potential.layout.constrain(samples["theta"])
+        chains.append(
+            Chain(
+                draws={k: v.detach() for k, v in samples.items()},
+                sample_stats=recorder.stats(),
+                timings={"sampling_s": run_s, "gradients": kernel.num_gradients},
+                runner=mcmc,
+            )
+        )
+    return chains
 
 
 def run_mcmc(
@@ -184,54 +346,36 @@ def run_mcmc(
     options: MCMCOptions,
     progress_bar: bool,
 ) -> Posterior:
-    """Run Pyro's ``MCMC`` with the method's kernel; draws grouped by chain.
+    """Run ``options.num_chains`` independent chains of Pyro's kernel for ``method``.
 
     Unless ``backend="pyro"``, a model whose latents are all global is sampled as one flat
     site ``theta`` under its compiled potential (:mod:`pyro_bnn.potential`); otherwise the
-    kernel runs on the model itself.
+    kernel runs on the model itself. Divergences, R-hat and ESS are checked after the run
+    (:func:`~pyro_bnn.infer.chains.diagnose`).
     """
-    build_kernel = KERNELS[method][1]
-    potential = None
-    if options.backend != "pyro":
-        potential = flat_potential(model, x, y, backend=options.backend)
-    layout = None if potential is None else potential.layout
-    if potential is not None:
-        initial = _flat_initial_params(model, x, y, layout, options)
-        potential(initial["theta"].reshape(-1, layout.size)[0])  # compile before sampling
-        kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
-        args, mcmc_kwargs = (), {"initial_params": initial}
-    else:
-        kernel = build_kernel(options, model=model)
-        args, mcmc_kwargs = (x, y), {}
-    recorder = _DrawRecorder()
-    mcmc = MCMC(
-        kernel,
-        num_samples=options.num_samples,
-        warmup_steps=options.warmup_steps,
-        num_chains=options.num_chains,
-        disable_progbar=not progress_bar,
-        hook_fn=recorder,
-        **mcmc_kwargs,
+    chains = run_chains(
+        _mcmc_chains,
+        model,
+        x,
+        y,
+        seeds=chain_seeds(options.num_chains),
+        processes=chain_processes(options.chain_processes, options.num_chains),
+        desc=method,
+        progress_bar=progress_bar,
+        method=method,
+        options=options,
     )
-    start = time.perf_counter()
-    mcmc.run(*args)
-    run_s = time.perf_counter() - start
-    samples = mcmc.get_samples(group_by_chain=True)
-    if layout is not None:
-        samples = layout.constrain(samples["theta"])
-    draws = {k: v.detach() for k, v in samples.items()}
-    stats = recorder.stats(options.num_chains, options.num_samples)
-    diverging = np.zeros((options.num_chains, options.num_samples), dtype=bool)
-    for chain, indices in enumerate(mcmc.diagnostics()["divergences"].values()):
-        diverging[chain, [int(i) for i in indices]] = True
-    stats["diverging"] = diverging
+    draws, stats, timings = merge_chains(chains)
+    diagnostics, found = diagnose(draws, stats, method=method)
     return Posterior(
         model=model,
         method=method,
         draws=draws,
         x_train=x,
         y_train=y,
-        mcmc=mcmc,
+        mcmc=[c.runner for c in chains if c.runner is not None],
         sample_stats=stats,
-        timings={"sampling_s": run_s, "gradients": kernel.num_gradients},
+        diagnostics=diagnostics,
+        warnings=found,
+        timings=timings,
     )

@@ -44,10 +44,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
+from pyro_bnn.infer.chains import (
+    Chain,
+    chain_processes,
+    chain_seeds,
+    diagnose,
+    merge_chains,
+    run_chains,
+)
 from pyro_bnn.infer.mcmc import flat_initial_values
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -70,6 +79,8 @@ class SGMCMCOptions(Options):
     """``num_chains`` independent runs of ``burn_in`` steps, then ``num_samples`` draws
     kept every ``thin`` steps; minibatches of ``batch_size`` rows (None: full batch);
     ``step_size`` on the full-data potential; ``temperature`` T of p(θ | D)^(1/T);
+    chains run in ``chain_processes`` spawned workers (default: one per chain up to the
+    machine's cores; 1 runs them here);
     ``backend`` of the potential (``"jit"``, ``"inductor"`` or ``"eager"``); each chain
     starts from ``init_strategy``."""
 
@@ -77,6 +88,7 @@ class SGMCMCOptions(Options):
     burn_in: int = 1000
     thin: int = 1
     num_chains: int = 1
+    chain_processes: int | None = None
     batch_size: int | None = None
     step_size: float = 1e-4
     temperature: float = 1.0
@@ -301,33 +313,35 @@ def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor
             yield torch.randperm(num_rows)[:batch_size]
 
 
-def run_sgmcmc(
+def _sgmcmc_chains(
     model: Callable,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
+    seeds: list[int],
     method: str,
     options: SGMCMCOptions,
     progress_bar: bool,
-) -> Posterior:
-    """Run ``options.num_chains`` chains of ``method`` and return their draws."""
+) -> list[Chain]:
+    """One chain of ``method`` per seed, in this process, on one compiled potential."""
     dynamics = SAMPLERS[method][1]
     scaled = ScaleDataPlate(len(x))(model)
     layout = flat_layout(scaled, x, y)
     if layout is None:
         raise ValueError(f"{method} needs a model whose latent sites all sit outside plates")
     potential = Potential(scaled, x, y, backend=options.backend, layout=layout)
-    starts = flat_initial_values(
-        model, x, y, layout, init_strategy=options.init_strategy, num_chains=options.num_chains
-    )
-    num_steps, num_draws = options.num_steps, options.num_draws
-    kept: list[torch.Tensor] = []
-    stats: dict[str, list[float]] = {}
-    start = time.perf_counter()
-    with tqdm(total=num_steps * options.num_chains, desc=method, disable=not progress_bar) as bar:
-        for chain in range(options.num_chains):
-            state = dynamics(starts[chain], options)
+    chains = []
+    with tqdm(total=options.num_steps * len(seeds), desc=method, disable=not progress_bar) as bar:
+        for seed in seeds:
+            pyro.set_rng_seed(seed)
+            (start,) = flat_initial_values(
+                model, x, y, layout, init_strategy=options.init_strategy, num_chains=1
+            )
+            began = time.perf_counter()
+            state = dynamics(start, options)
             batches = _minibatches(len(x), options.batch_size)
+            kept: list[torch.Tensor] = []
+            stats: dict[str, list[float]] = {}
             for step, (eps, noisy, keep) in enumerate(options.schedule()):
                 index = next(batches)
                 theta = state.theta.detach().requires_grad_(True)
@@ -336,7 +350,7 @@ def run_sgmcmc(
                 (grad,) = torch.autograd.grad(energy, theta)
                 if not torch.isfinite(grad).all():
                     raise FloatingPointError(
-                        f"{method}: non-finite gradient at step {step} of chain {chain}; "
+                        f"{method}: non-finite gradient at step {step}; "
                         f"try a smaller step_size (now {options.step_size:g})"
                     )
                 state.step(grad, eps, noisy)
@@ -346,19 +360,53 @@ def run_sgmcmc(
                                         **state.stats()}.items():  # fmt: skip
                         stats.setdefault(name, []).append(value)
                 bar.update()
-    sampling_s = time.perf_counter() - start
-    theta = torch.stack(kept).reshape(options.num_chains, num_draws, layout.size)
-    draws = {name: value.detach() for name, value in layout.constrain(theta).items()}
-    sample_stats = {
-        name: np.asarray(values).reshape(options.num_chains, num_draws)
-        for name, values in stats.items()
-    }
+            theta = torch.stack(kept)[None]
+            chains.append(
+                Chain(
+                    draws={k: v.detach() for k, v in layout.constrain(theta).items()},
+                    sample_stats={k: np.asarray(v)[None] for k, v in stats.items()},
+                    timings={
+                        "sampling_s": time.perf_counter() - began,
+                        "gradients": options.num_steps,
+                    },
+                )
+            )
+    return chains
+
+
+def run_sgmcmc(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str,
+    options: SGMCMCOptions,
+    progress_bar: bool,
+) -> Posterior:
+    """Run ``options.num_chains`` independent chains of ``method`` and return their draws,
+    with R-hat and ESS checked (:func:`~pyro_bnn.infer.chains.diagnose`)."""
+    chains = run_chains(
+        _sgmcmc_chains,
+        model,
+        x,
+        y,
+        seeds=chain_seeds(options.num_chains),
+        processes=chain_processes(options.chain_processes, options.num_chains),
+        desc=method,
+        progress_bar=progress_bar,
+        method=method,
+        options=options,
+    )
+    draws, stats, timings = merge_chains(chains)
+    diagnostics, found = diagnose(draws, stats, method=method)
     return Posterior(
         model=model,
         method=method,
         draws=draws,
         x_train=x,
         y_train=y,
-        sample_stats=sample_stats,
-        timings={"sampling_s": sampling_s, "gradients": num_steps * options.num_chains},
+        sample_stats=stats,
+        diagnostics=diagnostics,
+        warnings=found,
+        timings=timings,
     )

@@ -24,7 +24,7 @@ SETTINGS = {
     "sgld": dict(step_size=1e-3, burn_in=500, num_samples=1500, thin=5),
     "sghmc": dict(step_size=1e-4, friction=0.1, burn_in=500, num_samples=1500, thin=5),
     "sgnht": dict(step_size=1e-2, diffusion=1.0, burn_in=500, num_samples=1500, thin=5),
-    "csgld": dict(step_size=2e-3, num_cycles=4, cycle_length=2000, exploration=0.25, thin=5),
+    "csgld": dict(step_size=2e-3, num_cycles=6, cycle_length=2000, exploration=0.25, thin=5),
     "csghmc": dict(step_size=2e-4, num_cycles=4, cycle_length=2000, exploration=0.25, thin=5),
 }
 CURVATURE = 180.0
