@@ -9,7 +9,8 @@ Every (dataset, method, split) cell:
    keeping the one with the best validation log-likelihood;
 3. refits on the whole training split with that prior and reports test RMSE and test
    log-likelihood in the original units of y, the wall time (selection included) and,
-   for NUTS, divergences, the max R-hat and the min ESS of the test predictions.
+   for the samplers, the max R-hat and the min ESS of the test predictions (with NUTS's
+   divergences).
 
 The model is the zoo's ``uci-mlp`` (``models/uci_mlp.py``, card ``models/uci_mlp.md``):
 one hidden layer of ``hidden`` ReLU units (100 for protein), N(0, c²/fan_in) on every
@@ -63,24 +64,34 @@ __all__ = [
     "run_uci",
 ]
 
-METHODS = ("nuts", "meanfield", "lowrank", "map")
+METHODS = ("nuts", "meanfield", "lowrank", "map", "sgld", "sghmc", "sgnht", "csgld", "csghmc")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodSetting:
     """``fit`` options of the final fit, the overrides used for the validation fits, and
-    the candidate prior scales c (N(0, c²/fan_in)) compared on the validation split."""
+    the candidate prior scales c (N(0, c²/fan_in)) compared on the validation split.
+
+    ``step_size_law`` (a, p), for the SG-MCMC samplers, sets the step size to a · n^(−p)
+    for n training rows: the full-data potential's curvature grows like n, so one law
+    serves datasets of 300 and 8,000 rows (p = 1 for Langevin and SGHMC steps, 1/2 for
+    SGNHT's h, whose square plays the part of a Langevin step)."""
 
     fit: Mapping[str, Any]
     validation: Mapping[str, Any] = field(default_factory=dict)
     prior_scales: tuple[float, ...] = (1.0, 2.0)
+    step_size_law: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.prior_scales or min(self.prior_scales) <= 0:
             raise ValueError(f"prior_scales must be positive, got {self.prior_scales}")
 
-    def options(self, *, validation: bool) -> dict[str, Any]:
-        return {**self.fit, **(self.validation if validation else {})}
+    def options(self, *, validation: bool, num_rows: int) -> dict[str, Any]:
+        options = {**self.fit, **(self.validation if validation else {})}
+        if self.step_size_law is not None:
+            scale, power = self.step_size_law
+            options["step_size"] = scale * num_rows**-power
+        return options
 
 
 def _svi(**overrides: Any) -> MethodSetting:
@@ -88,7 +99,24 @@ def _svi(**overrides: Any) -> MethodSetting:
     return MethodSetting(fit={**options, **overrides})
 
 
+def _sgmcmc(law: tuple[float, float], *, cyclical: bool = False) -> MethodSetting:
+    """Minibatches of 32; 20,000 steps (half for validation fits), 500 draws."""
+    if cyclical:
+        fit = dict(num_cycles=4, cycle_length=5000, exploration=0.5, thin=25)
+        validation = dict(cycle_length=2500)
+    else:
+        fit = dict(burn_in=10_000, num_samples=500, thin=20)
+        validation = dict(burn_in=5000, num_samples=250)
+    return MethodSetting(
+        fit={**fit, "batch_size": 32, "backend": "jit"},
+        validation=validation,
+        step_size_law=law,
+    )
+
+
 def _default_methods() -> dict[str, MethodSetting]:
+    # SG-MCMC step-size laws: the largest of a few steps (x10 apart) that did not diverge
+    # and gave the best validation log-likelihood on boston split 0 (n = 364 fit rows)
     return {
         "nuts": MethodSetting(
             fit=dict(num_samples=500, warmup_steps=500, max_tree_depth=7, backend="inductor"),
@@ -98,6 +126,11 @@ def _default_methods() -> dict[str, MethodSetting]:
         "meanfield": _svi(num_draws=1000),
         "lowrank": _svi(num_draws=1000, rank=10),
         "map": _svi(num_steps=10_000),
+        "sgld": _sgmcmc((0.04, 1.0)),
+        "sghmc": _sgmcmc((4e-4, 1.0)),
+        "sgnht": _sgmcmc((0.02, 0.5)),
+        "csgld": _sgmcmc((0.04, 1.0), cyclical=True),
+        "csghmc": _sgmcmc((4e-3, 1.0), cyclical=True),
     }
 
 
@@ -122,6 +155,9 @@ class UCIProtocol:
     def tiny(cls) -> UCIProtocol:
         """Settings for tests: seconds per cell, the same code path."""
         svi = dict(num_steps=30, lr=0.01, backend="jit", num_draws=50)
+        sg = dict(batch_size=8, backend="jit", thin=2)
+        chain = dict(**sg, burn_in=20, num_samples=20)
+        cycles = dict(**sg, num_cycles=2, cycle_length=20, exploration=0.5)
         return cls(
             hidden=8,
             methods={
@@ -132,6 +168,11 @@ class UCIProtocol:
                 "meanfield": MethodSetting(fit=svi),
                 "lowrank": MethodSetting(fit={**svi, "rank": 2}),
                 "map": MethodSetting(fit={**svi, "num_draws": 1}),
+                "sgld": MethodSetting(fit=chain, step_size_law=(0.01, 1.0)),
+                "sghmc": MethodSetting(fit=chain, step_size_law=(1e-4, 1.0)),
+                "sgnht": MethodSetting(fit=chain, step_size_law=(0.01, 0.5)),
+                "csgld": MethodSetting(fit=cycles, step_size_law=(0.01, 1.0)),
+                "csghmc": MethodSetting(fit=cycles, step_size_law=(1e-3, 1.0)),
             },
         )
 
@@ -202,7 +243,7 @@ def _fit(protocol: UCIProtocol, cell: Cell, x, y, prior_scale: float, *, validat
     setting = protocol.methods[cell.method]
     model = protocol.model(cell.dataset, x.shape[1], prior_scale)
     seed = protocol.seed + cell.split
-    options = setting.options(validation=validation)
+    options = setting.options(validation=validation, num_rows=len(x))
     return fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
 
 
@@ -236,11 +277,12 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         "selection_s": selection_s,
         "fit_s": post.wall_time,
     }
+    if post.diagnostics:  # the samplers
+        loc = test.loc.reshape(post.num_chains, post.num_draws, -1).numpy()
+        record.update({f"{k}_test_predictions": v for k, v in row_diagnostics(loc).items()})
     if "diverging" in post.sample_stats:  # NUTS
         record["divergences"] = int(post.sample_stats["diverging"].sum())
         record["mean_steps_per_draw"] = float(post.sample_stats["n_steps"].mean())
-        loc = test.loc.reshape(post.num_chains, post.num_draws, -1).numpy()
-        record.update({f"{k}_test_predictions": v for k, v in row_diagnostics(loc).items()})
     record["wall_s"] = time.perf_counter() - start
     # JSON has no NaN: a figure that cannot be computed (e.g. R-hat of a tiny run) is null
     return {
@@ -324,7 +366,7 @@ def run_uci(
         log(f"no published table at {published}; results.md shows our methods only")
     done = {(r["dataset"], r["method"], r["split"]) for r in document["records"]}
     todo = [cell for cell in cells if cell.key not in done]
-    document.setdefault("protocol", protocol.describe())
+    _record_settings(document, protocol, methods, path)
     document.setdefault("started", date.today().isoformat())
     document["machine"] = _machine()
     log(f"{len(cells) - len(todo)} of {len(cells)} cells already in {path}; running {len(todo)}")
@@ -368,6 +410,27 @@ def run_uci(
             )
         save()
     return document
+
+
+def _record_settings(
+    document: dict[str, Any], protocol: UCIProtocol, methods: list[str], path: Path
+) -> None:
+    """Store the protocol with the results; a method joining later adds its settings, and a
+    method whose stored settings differ from this protocol's is refused (its records would
+    mix two protocols)."""
+    described = protocol.describe()
+    stored = document.setdefault("protocol", described)
+    for method in methods:
+        now = described["methods"][method]
+        before = stored["methods"].setdefault(method, now)
+        changed = sorted(
+            k for k in set(now) | set(before) if before.get(k) != now.get(k) and now.get(k)
+        )
+        if changed:
+            raise ValueError(
+                f"{path} holds {method} results measured with other settings "
+                f"({', '.join(changed)}); use another --out directory"
+            )
 
 
 def _run_cells(protocol, todo: list[Cell], data_dir, jobs: int, record, failed) -> None:

@@ -273,7 +273,7 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     """The markdown report of a ``results.json`` document."""
     records = document["records"]
     datasets = sorted({r["dataset"] for r in records})
-    order = ["nuts", "meanfield", "lowrank", "map"]
+    order = ["nuts", "meanfield", "lowrank", "map", "sgld", "sghmc", "sgnht", "csgld", "csghmc"]
     present = {r["method"] for r in records}
     methods = [m for m in order if m in present] + sorted(present - set(order))
     table = summarise(records)

@@ -38,14 +38,14 @@ def test_parse_splits():
             parse_splits(bad)
 
 
-def _run(tmp_path, methods, splits, **kwargs):
+def _run(tmp_path, methods, splits, protocol=None, **kwargs):
     return run_uci(
         datasets=["toy"],
         methods=methods,
         splits=splits,
         out=tmp_path / "out",
         data_dir=str(tmp_path),
-        protocol=UCIProtocol.tiny(),
+        protocol=protocol or UCIProtocol.tiny(),
         progress=False,
         log=lambda _: None,
         **kwargs,
@@ -79,6 +79,33 @@ def test_bench_writes_schema_and_resumes(tmp_path, capsys):
     wider = _run(tmp_path, ["meanfield"], [])
     assert len(wider["records"]) == 4 and wider["runs"][-1]["cells"] == 1
     assert wider["records"][:3] == records
+
+
+def test_sgmcmc_methods_join_the_table(tmp_path):
+    """Each SG-MCMC method runs its cells with the step size of its law for the rows it
+    fits, records the test-prediction diagnostics, and gets a column in the report."""
+    write_uci(tmp_path, rows=40, splits=1)
+    methods = ["sgld", "sghmc", "sgnht", "csgld", "csghmc"]
+    document = _run(tmp_path, methods, [0])
+    assert {r["method"] for r in document["records"]} == set(methods)
+    for r in document["records"]:
+        assert RECORD_KEYS <= r.keys() and "min_ess_test_predictions" in r
+        assert "divergences" not in r
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "| dataset | sgld | sghmc | sgnht | csgld | csghmc |" in report
+    law = UCIProtocol.tiny().methods["sgld"]
+    assert law.options(validation=False, num_rows=30)["step_size"] == pytest.approx(0.01 / 30)
+
+
+def test_results_of_other_settings_are_not_mixed(tmp_path):
+    write_uci(tmp_path, rows=40, splits=2)
+    _run(tmp_path, ["map"], [0])
+    tiny = UCIProtocol.tiny()
+    changed = dict(tiny.methods)
+    changed["map"] = type(tiny.methods["map"])(fit={**tiny.methods["map"].fit, "lr": 0.5})
+    with pytest.raises(ValueError, match=r"map results measured with other settings \(fit\)"):
+        _run(tmp_path, ["map"], [1], protocol=type(tiny)(hidden=8, methods=changed))
+    assert len(load_results(tmp_path / "out" / "results.json")["records"]) == 1
 
 
 def test_bench_through_the_command_line(tmp_path, capsys):
