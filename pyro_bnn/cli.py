@@ -1,4 +1,4 @@
-"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb|dwp`` and ``zoo list``."""
+"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb|dwp|modes`` and ``zoo list``."""
 
 from __future__ import annotations
 
@@ -110,6 +110,16 @@ def _bench_dwp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_modes(args: argparse.Namespace) -> int:
+    from pyro_bnn.bench.modes import ModesConfig, format_markdown, run_modes
+
+    config = ModesConfig.tiny() if args.quick else ModesConfig()
+    document = run_modes(config, out=Path(args.out), progress=not args.no_progress)
+    print(format_markdown(document))
+    print(f"written to {args.out}/results.json, results.md and modes.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-bnn", description="Bayesian neural networks on Pyro"
@@ -199,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     dwp.add_argument("--card", default=None, help="model card whose result section gets the tables")
     dwp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     dwp.set_defaults(run=_bench_dwp)
+
+    modes = benches.add_parser(
+        "modes", help="cyclical vs plain SGLD: modes of a 25-Gaussian mixture visited"
+    )
+    modes.add_argument("--out", default="bench-output/modes", help="output directory")
+    modes.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    modes.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    modes.set_defaults(run=_bench_modes)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
