@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from pyro_bnn.arviz import row_diagnostics
+from pyro_bnn.posterior import Posterior
 
 __all__ = [
     "MIN_ESS_PER_CHAIN",
@@ -41,6 +42,7 @@ __all__ = [
     "diagnose",
     "merge_chains",
     "run_chains",
+    "sample_chains",
 ]
 
 # Vehtari et al. 2021: R-hat below 1.01 and a bulk ESS of at least 100 per chain
@@ -158,6 +160,46 @@ def run_chains(
                 chains[index] = chain
             bar.update(len(futures[future]))
     return chains  # type: ignore[return-value]
+
+
+def sample_chains(
+    run_group: Callable[..., list[Chain]],
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str,
+    options: Any,
+    progress_bar: bool,
+) -> Posterior:
+    """``options.num_chains`` chains of ``run_group(..., method=, options=)``, one seed
+    each, over ``options.chain_processes`` workers; merged and diagnosed."""
+    chains = run_chains(
+        run_group,
+        model,
+        x,
+        y,
+        seeds=chain_seeds(options.num_chains),
+        processes=chain_processes(options.chain_processes, options.num_chains),
+        desc=method,
+        progress_bar=progress_bar,
+        method=method,
+        options=options,
+    )
+    draws, stats, timings = merge_chains(chains)
+    diagnostics, found = diagnose(draws, stats, method=method)
+    return Posterior(
+        model=model,
+        method=method,
+        draws=draws,
+        x_train=x,
+        y_train=y,
+        mcmc=[c.runner for c in chains if c.runner is not None],
+        sample_stats=stats,
+        diagnostics=diagnostics,
+        warnings=found,
+        timings=timings,
+    )
 
 
 def merge_chains(chains: list[Chain]) -> tuple[dict, dict, dict]:

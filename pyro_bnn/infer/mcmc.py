@@ -27,14 +27,7 @@ from pyro.infer.autoguide import init_to_sample
 from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.util import initialize_model
 
-from pyro_bnn.infer.chains import (
-    Chain,
-    chain_processes,
-    chain_seeds,
-    diagnose,
-    merge_chains,
-    run_chains,
-)
+from pyro_bnn.infer.chains import Chain, sample_chains
 from pyro_bnn.infer.options import Options
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.potential import FlatLayout, flat_potential
@@ -353,29 +346,6 @@ def run_mcmc(
     kernel runs on the model itself. Divergences, R-hat and ESS are checked after the run
     (:func:`~pyro_bnn.infer.chains.diagnose`).
     """
-    chains = run_chains(
-        _mcmc_chains,
-        model,
-        x,
-        y,
-        seeds=chain_seeds(options.num_chains),
-        processes=chain_processes(options.chain_processes, options.num_chains),
-        desc=method,
-        progress_bar=progress_bar,
-        method=method,
-        options=options,
-    )
-    draws, stats, timings = merge_chains(chains)
-    diagnostics, found = diagnose(draws, stats, method=method)
-    return Posterior(
-        model=model,
-        method=method,
-        draws=draws,
-        x_train=x,
-        y_train=y,
-        mcmc=[c.runner for c in chains if c.runner is not None],
-        sample_stats=stats,
-        diagnostics=diagnostics,
-        warnings=found,
-        timings=timings,
+    return sample_chains(
+        _mcmc_chains, model, x, y, method=method, options=options, progress_bar=progress_bar
     )

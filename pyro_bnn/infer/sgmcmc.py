@@ -15,7 +15,9 @@ posterior) by scaling the injected noise by √T.
   gradients), capped so the injected noise stays non-negative.
 - ``sgnht`` (Ding et al. 2014): p ← p − ξ p h − ∇U_B(θ) h + N(0, 2 A h T), θ ← θ + p h,
   ξ ← ξ + (pᵀp/d − T) h: the thermostat ξ absorbs the unknown gradient noise by keeping
-  the kinetic temperature pᵀp/d at T.
+  the kinetic temperature pᵀp/d at T. ξ is one scalar, so it holds the *average*
+  temperature: gradient noise much larger in some coordinates than in others leaves those
+  hot and the rest cold (tutorial 4 shows it).
 - ``csgld``, ``csghmc`` (Zhang et al. 2020): the step size follows cosine cycles,
   ε_k = ε_0/2 (cos(π r_k) + 1) with r_k the position in the current cycle; while
   r_k < ``exploration`` no noise is injected (an optimisation phase), after it the sampler
@@ -49,14 +51,7 @@ import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
-from pyro_bnn.infer.chains import (
-    Chain,
-    chain_processes,
-    chain_seeds,
-    diagnose,
-    merge_chains,
-    run_chains,
-)
+from pyro_bnn.infer.chains import Chain, sample_chains
 from pyro_bnn.infer.mcmc import flat_initial_values
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -385,28 +380,6 @@ def run_sgmcmc(
 ) -> Posterior:
     """Run ``options.num_chains`` independent chains of ``method`` and return their draws,
     with R-hat and ESS checked (:func:`~pyro_bnn.infer.chains.diagnose`)."""
-    chains = run_chains(
-        _sgmcmc_chains,
-        model,
-        x,
-        y,
-        seeds=chain_seeds(options.num_chains),
-        processes=chain_processes(options.chain_processes, options.num_chains),
-        desc=method,
-        progress_bar=progress_bar,
-        method=method,
-        options=options,
-    )
-    draws, stats, timings = merge_chains(chains)
-    diagnostics, found = diagnose(draws, stats, method=method)
-    return Posterior(
-        model=model,
-        method=method,
-        draws=draws,
-        x_train=x,
-        y_train=y,
-        sample_stats=stats,
-        diagnostics=diagnostics,
-        warnings=found,
-        timings=timings,
+    return sample_chains(
+        _sgmcmc_chains, model, x, y, method=method, options=options, progress_bar=progress_bar
     )
