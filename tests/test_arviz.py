@@ -23,6 +23,7 @@ def nuts_idata():
         num_samples=40,
         warmup_steps=40,
         max_tree_depth=4,
+        backend="jit",  # compiles in seconds in each chain's worker
         progress_bar=False,
         seed=0,
     )
