@@ -42,7 +42,14 @@ from pyro_bnn.files import write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.infer.chains import SamplingWarning
 
-__all__ = ["MixtureOf25", "ModesConfig", "count_modes", "format_markdown", "run_modes"]
+__all__ = [
+    "MixtureOf25",
+    "ModesConfig",
+    "count_modes",
+    "format_markdown",
+    "run_modes",
+    "uniform_start",
+]
 
 CENTRES = torch.tensor([[2.0 * i, 2.0 * j] for i in range(-2, 3) for j in range(-2, 3)])
 VARIANCE = 0.03
@@ -115,7 +122,7 @@ def run_modes(config: ModesConfig, *, out: Path, progress: bool = True) -> dict[
                 with warnings.catch_warnings():  # one chain cannot mix over 25 modes
                     warnings.simplefilter("ignore", SamplingWarning)
                     post = fit(MixtureOf25(), x, y, method=method, backend="jit",
-                               init_strategy=_uniform_start, progress_bar=False,
+                               init_strategy=uniform_start, progress_bar=False,
                                seed=seed, **config.options(method))  # fmt: skip
                 theta = post.draws["theta"].reshape(-1, 2)
                 records.append({
@@ -136,7 +143,7 @@ def run_modes(config: ModesConfig, *, out: Path, progress: bool = True) -> dict[
     return document
 
 
-def _uniform_start(site: dict) -> torch.Tensor:
+def uniform_start(site: dict) -> torch.Tensor:
     """The authors' start: uniform on [−10, 10]²."""
     return torch.rand(2) * 20 - 10
 

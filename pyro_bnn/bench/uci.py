@@ -424,9 +424,7 @@ def _record_settings(
     for method in methods:
         now = described["methods"][method]
         before = stored["methods"].setdefault(method, now)
-        changed = sorted(
-            k for k in set(now) | set(before) if before.get(k) != now.get(k) and now.get(k)
-        )
+        changed = sorted(k for k in set(now) | set(before) if before.get(k) != now.get(k))
         if changed:
             raise ValueError(
                 f"{path} holds {method} results measured with other settings "

@@ -79,7 +79,8 @@ def chain_processes(requested: int | None, num_chains: int) -> int:
 
 
 def _unpicklable(model: Callable, payload: tuple) -> str | None:
-    """Why ``payload`` cannot go to a spawned worker, or None if it can."""
+    """Why ``payload`` (the model and the sampler's options; the data tensors always
+    travel) cannot go to a spawned worker, or None if it can."""
     if getattr(type(model), "__module__", None) == "__main__":
         return f"the model's class {type(model).__name__} is defined in __main__"
     try:
@@ -116,7 +117,7 @@ def run_chains(
     """Run one chain per seed, split over ``processes`` spawned workers (in this process if
     1, or if the model cannot travel to a worker, with a warning saying why)."""
     if processes > 1:
-        reason = _unpicklable(model, (model, x, y, kwargs))
+        reason = _unpicklable(model, (model, kwargs))
         if reason is not None:
             warnings.warn(f"running the chains one after another: {reason}", stacklevel=3)
             processes = 1

@@ -345,7 +345,8 @@ def _sgmcmc_chains(
                 (grad,) = torch.autograd.grad(energy, theta)
                 if not torch.isfinite(grad).all():
                     raise FloatingPointError(
-                        f"{method}: non-finite gradient at step {step}; "
+                        f"{method}: non-finite gradient at step {step} of the chain with "
+                        f"seed {seed}; "
                         f"try a smaller step_size (now {options.step_size:g})"
                     )
                 state.step(grad, eps, noisy)
