@@ -303,10 +303,10 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     cells = sum(run["cells"] for run in runs)
     if runs:
         elapsed = sum(run["elapsed_s"] for run in runs)
-        jobs = ", ".join(str(run["jobs"]) for run in runs)
+        jobs = "/".join(str(j) for j in sorted({run["jobs"] for run in runs}))
         lines.append(
             f"\nElapsed time of the recorded runs: {elapsed / 3600:.2f} h for {cells} cells "
-            f"({jobs} jobs)."
+            f"in {len(runs)} run(s) at --jobs {jobs}."
         )
     if cells < len(records):
         lines.append(
