@@ -84,7 +84,7 @@ class MnistBBBConfig:
 
     width: int = 1200
     batch_size: int = 128
-    epochs: int = 20
+    epochs: int = 40
     validation: int = 1600
     num_train: int = 8000
     seed: int = 0
