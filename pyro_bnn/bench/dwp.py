@@ -581,7 +581,7 @@ def table_summary(rows: list[dict[str, Any]]) -> dict[str, dict[int, tuple[float
 
 def _source_optimizer(config: dict[str, Any]) -> str:
     lr, decay = config["source_lr"], config["source_weight_decay"]
-    if config.get("source_optimizer", "adam") == "adamw":
+    if config["source_optimizer"] == "adamw":
         return f"AdamW {lr:g}, decoupled weight decay {decay:g}"
     return f"Adam {lr:g}, L2 {decay:g} added to the gradient"
 
