@@ -75,22 +75,36 @@ class MethodSetting:
     ``step_size_law`` (a, p), for the SG-MCMC samplers, sets the step size to a · n^(−p)
     for n training rows: the full-data potential's curvature grows like n, so one law
     serves datasets of 300 and 8,000 rows (p = 1 for Langevin and SGHMC steps, 1/2 for
-    SGNHT's h, whose square plays the part of a Langevin step)."""
+    SGNHT's h, whose square plays the part of a Langevin step).
+
+    The law cannot see the noise precision, which also scales the curvature (yacht's
+    noise is a tenth of boston's), so a sampler that diverges is run again from the
+    start with its step divided by ``step_backoff``, at most ``max_step_reductions``
+    times; the record keeps how many reductions each fit needed."""
 
     fit: Mapping[str, Any]
     validation: Mapping[str, Any] = field(default_factory=dict)
     prior_scales: tuple[float, ...] = (1.0, 2.0)
     step_size_law: tuple[float, float] | None = None
+    step_backoff: float = 3.0
+    max_step_reductions: int = 3
 
     def __post_init__(self) -> None:
         if not self.prior_scales or min(self.prior_scales) <= 0:
             raise ValueError(f"prior_scales must be positive, got {self.prior_scales}")
+        if self.step_backoff <= 1 or self.max_step_reductions < 0:
+            raise ValueError(
+                "step_backoff must exceed 1 and max_step_reductions be non-negative, got "
+                f"{self.step_backoff} and {self.max_step_reductions}"
+            )
 
-    def options(self, *, validation: bool, num_rows: int) -> dict[str, Any]:
+    def options(
+        self, *, validation: bool, num_rows: int, step_reductions: int = 0
+    ) -> dict[str, Any]:
         options = {**self.fit, **(self.validation if validation else {})}
         if self.step_size_law is not None:
             scale, power = self.step_size_law
-            options["step_size"] = scale * num_rows**-power
+            options["step_size"] = scale * num_rows**-power / self.step_backoff**step_reductions
         return options
 
 
@@ -191,8 +205,13 @@ class UCIProtocol:
         )
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able record of every choice, stored with the results."""
-        return json.loads(json.dumps(asdict(self), default=str))
+        """A JSON-able record of every choice, stored with the results (the divergence
+        backoff only for the methods with a step-size law, the only ones it applies to)."""
+        described = json.loads(json.dumps(asdict(self), default=str))
+        for setting in described["methods"].values():
+            if setting["step_size_law"] is None:
+                del setting["step_backoff"], setting["max_step_reductions"]
+        return described
 
 
 @dataclass(frozen=True)
@@ -241,11 +260,24 @@ def _carve_validation(data: UCISplit, fraction: float, seed: int) -> tuple[torch
 
 
 def _fit(protocol: UCIProtocol, cell: Cell, x, y, prior_scale: float, *, validation: bool):
+    """The fitted posterior and the number of step reductions it needed (see
+    :class:`MethodSetting`; always 0 for methods without a step-size law)."""
     setting = protocol.methods[cell.method]
-    model = protocol.model(cell.dataset, x.shape[1], prior_scale)
     seed = protocol.seed + cell.split
-    options = setting.options(validation=validation, num_rows=len(x))
-    return fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
+    retries = setting.max_step_reductions if setting.step_size_law is not None else 0
+    for reductions in range(retries + 1):
+        options = setting.options(
+            validation=validation, num_rows=len(x), step_reductions=reductions
+        )
+        model = protocol.model(cell.dataset, x.shape[1], prior_scale)
+        try:
+            post = fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
+        except FloatingPointError:  # the samplers' divergence: a smaller step, from the start
+            if reductions == retries:
+                raise
+            continue
+        return post, reductions
+    raise AssertionError("unreachable")
 
 
 def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[str, Any]:
@@ -255,14 +287,16 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
     x_fit, y_fit, x_val, y_val = _carve_validation(
         data, protocol.validation_fraction, protocol.seed + cell.split
     )
-    validation_ll = {}
+    validation_ll, reductions = {}, {}
     for c in protocol.methods[cell.method].prior_scales:
-        post = _fit(protocol, cell, x_fit, y_fit, c, validation=True)
+        post, reductions[c] = _fit(protocol, cell, x_fit, y_fit, c, validation=True)
         validation_ll[c] = test_log_likelihood(post.log_likelihood(x_val, y_val))
     best = max(validation_ll, key=lambda c: validation_ll[c])
     selection_s = time.perf_counter() - start
 
-    post = _fit(protocol, cell, data.x_train, data.y_train, best, validation=False)
+    post, final_reductions = _fit(
+        protocol, cell, data.x_train, data.y_train, best, validation=False
+    )
     test = post.replay(data.x_test, data.y_test)  # every draw, once: f(x) and log p(y | draw)
     record: dict[str, Any] = {
         "dataset": cell.dataset,
@@ -278,6 +312,9 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         "selection_s": selection_s,
         "fit_s": post.wall_time,
     }
+    if protocol.methods[cell.method].step_size_law is not None:
+        record["step_reductions"] = final_reductions
+        record["validation_step_reductions"] = {str(c): k for c, k in reductions.items()}
     if post.diagnostics:  # the samplers
         loc = test.loc.reshape(post.num_chains, post.num_draws, -1).numpy()
         record.update({f"{k}_test_predictions": v for k, v in row_diagnostics(loc).items()})

@@ -38,12 +38,12 @@ def test_parse_splits():
             parse_splits(bad)
 
 
-def _run(tmp_path, methods, splits, protocol=None, **kwargs):
+def _run(tmp_path, methods, splits, protocol=None, out_name="out", **kwargs):
     return run_uci(
         datasets=["toy"],
         methods=methods,
         splits=splits,
-        out=tmp_path / "out",
+        out=tmp_path / out_name,
         data_dir=str(tmp_path),
         protocol=protocol or UCIProtocol.tiny(),
         progress=False,
@@ -95,6 +95,39 @@ def test_sgmcmc_methods_join_the_table(tmp_path):
     assert "| dataset | sgld | sghmc | sgnht | csgld | csghmc |" in report
     law = UCIProtocol.tiny().methods["sgld"]
     assert law.options(validation=False, num_rows=30)["step_size"] == pytest.approx(0.01 / 30)
+
+
+def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
+    """A FloatingPointError (the samplers' divergence) reruns the fit with the step divided
+    by step_backoff; the record says how many reductions each fit took, and a sampler that
+    still diverges after max_step_reductions fails its cell."""
+    write_uci(tmp_path, rows=40, splits=1)
+    import pyro_bnn.bench.uci as bench
+
+    steps = []
+    real_fit = bench.fit
+
+    def fit_diverging_above(limit):
+        def fit(*args, step_size, **kwargs):
+            steps.append(step_size)
+            if step_size > limit:
+                raise FloatingPointError("non-finite gradient")
+            return real_fit(*args, step_size=step_size, **kwargs)
+
+        return fit
+
+    law = UCIProtocol.tiny().methods["sgld"]
+    first = law.options(validation=False, num_rows=30)["step_size"]  # the 30 training rows
+    monkeypatch.setattr(bench, "fit", fit_diverging_above(first / 5))  # needs two reductions
+    record = _run(tmp_path, ["sgld"], [0])["records"][0]
+    assert record["step_reductions"] == 2
+    assert set(record["validation_step_reductions"].values()) == {2}
+    assert steps[-3:] == pytest.approx([first, first / 3, first / 9])
+
+    monkeypatch.setattr(bench, "fit", fit_diverging_above(first / 100))  # beyond 3 reductions
+    document = _run(tmp_path, ["sgld"], [0], out_name="still")
+    assert document["records"] == []
+    assert document["failures"][0]["error"] == "FloatingPointError: non-finite gradient"
 
 
 def test_results_of_other_settings_are_not_mixed(tmp_path):
