@@ -269,6 +269,63 @@ def _nuts_table(datasets: list[str], table) -> list[str]:
     return lines
 
 
+def _common_splits_table(
+    datasets: list[str], methods: list[str], records: list[dict[str, Any]]
+) -> list[str]:
+    """Test log-likelihood of every method over the splits all of them ran, so that
+    methods run on fewer splits (the SG-MCMC samplers) are compared on the same data."""
+    lines = [
+        "### Test log-likelihood on the splits every method ran",
+        "",
+        "| dataset | splits | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for dataset in datasets:
+        ran = [{r["split"] for r in records if (r["dataset"], r["method"]) == (dataset, m)}
+               for m in methods]  # fmt: skip
+        common = set.intersection(*ran)
+        if not common:
+            continue
+        cells = []
+        for method in methods:
+            values = [r["test_ll"] for r in sorted(records, key=lambda r: r["split"])
+                      if (r["dataset"], r["method"]) == (dataset, method)
+                      and r["split"] in common]  # fmt: skip
+            cells.append(format_mean_se(values))
+        lines.append(f"| {dataset} | {_split_list(sorted(common))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _split_list(splits: list[int]) -> str:
+    if splits == list(range(splits[0], splits[-1] + 1)) and len(splits) > 2:
+        return f"{splits[0]}–{splits[-1]}"
+    return ", ".join(map(str, splits))
+
+
+def _sgmcmc_table(datasets: list[str], methods: list[str], table) -> list[str]:
+    lines = [
+        "### SG-MCMC diagnostics (test predictions f(x), one chain, over splits)",
+        "",
+        "| dataset | method | splits | step reductions (final fits) | max R-hat "
+        "| median of per-split min ESS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset in datasets:
+        for method in methods:
+            cell = table.get((dataset, method))
+            if not cell or "step_reductions" not in cell:
+                continue
+            ess = sorted(cell.get("min_ess_test_predictions", []))
+            rhat = cell.get("max_rhat_test_predictions", [])
+            reductions = cell["step_reductions"]
+            lines.append(
+                f"| {dataset} | {method} | {len(reductions)} | {sum(reductions):.0f} "
+                f"| {f'{max(rhat):.2f}' if rhat else '—'} "
+                f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} |"
+            )
+    return lines
+
+
 def format_report(document: dict[str, Any], published: Published | None) -> str:
     """The markdown report of a ``results.json`` document."""
     records = document["records"]
@@ -317,6 +374,11 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     nuts = _nuts_table(datasets, table)
     if len(nuts) > 4:
         lines += ["", *nuts]
+    sgmcmc = _sgmcmc_table(datasets, methods, table)
+    if len(sgmcmc) > 4:
+        lines += ["", *sgmcmc]
+    if len({len(splits[(d, m)]) for d in datasets for m in methods if (d, m) in splits}) > 1:
+        lines += ["", *_common_splits_table(datasets, methods, records)]
     if published is not None:
         used = [c for c in published.columns]
         lines += ["", "Published columns:", ""]

@@ -90,7 +90,7 @@ def test_sgmcmc_methods_join_the_table(tmp_path):
     assert {r["method"] for r in document["records"]} == set(methods)
     for r in document["records"]:
         assert RECORD_KEYS <= r.keys() and "min_ess_test_predictions" in r
-        assert "divergences" not in r
+        assert "divergences" not in r and r["step_reductions"] == 0
     report = (tmp_path / "out" / "results.md").read_text()
     assert "| dataset | sgld | sghmc | sgnht | csgld | csghmc |" in report
     law = UCIProtocol.tiny().methods["sgld"]
@@ -231,6 +231,27 @@ def test_report_compares_against_the_best_published_figure(tmp_path):
         "-1.95", "-1.90", "**no**",
     ]  # fmt: skip
     assert "Deep ensembles (± sd)" in report and "1.60 ± 0.10" in report
+
+
+def test_report_compares_methods_on_their_common_splits():
+    """NUTS on splits 0-3, SGLD on 0-1: the common-splits table averages both over 0-1,
+    and the SG-MCMC table sums the step reductions of the final fits."""
+    nuts = _records("nuts", [{"rmse": 1, "test_ll": v} for v in (-1.0, -2.0, -9.0, -9.0)])
+    sgld = _records(
+        "sgld",
+        [{"rmse": 1, "test_ll": v, "step_reductions": k} for v, k in ((-3.0, 0), (-4.0, 2))],
+    )
+    report = format_report({"records": nuts + sgld}, None)
+    section = report.split("### Test log-likelihood on the splits every method ran")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| toy |"))
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "toy", "0, 1", "-1.50 ± 0.50", "-3.50 ± 0.50",
+    ]  # fmt: skip
+    section = report.split("### SG-MCMC diagnostics")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| toy |"))
+    assert [c.strip() for c in row.strip("|").split("|")][:4] == ["toy", "sgld", "2", "2"]
+    alone = format_report({"records": nuts}, None)
+    assert "every method ran" not in alone and "SG-MCMC" not in alone
 
 
 def test_published_table_of_the_shared_folder_parses():
