@@ -565,11 +565,14 @@ def _prior_summary(prior: dict[str, Any]) -> str:
 # -- the report -------------------------------------------------------------------------
 
 
-def table_summary(rows: list[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float, int]]]:
-    """prior -> size -> (mean, std, number of draws) of the test accuracy."""
+def table_summary(
+    rows: list[dict[str, Any]], *, field: str = "accuracy"
+) -> dict[str, dict[int, tuple[float, float, int]]]:
+    """prior -> size -> (mean, std, number of draws) of the test accuracy (or of another
+    recorded ``field``, such as ``"train_accuracy"``)."""
     summary: dict[str, dict[int, tuple[float, float, int]]] = {}
     for row in rows:
-        summary.setdefault(row["prior"], {}).setdefault(row["size"], []).append(row["accuracy"])
+        summary.setdefault(row["prior"], {}).setdefault(row["size"], []).append(row[field])
     return {
         prior: {
             size: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
@@ -645,6 +648,18 @@ def format_markdown(document: dict[str, Any]) -> str:
                 f"{PAPER[prior_name][n]:.3f}" if n in PAPER[prior_name] else "–" for n in sizes
             ]
             lines.append(f"| {prior_name} (paper) | " + " | ".join(paper) + " |")
+        train = table_summary(document["table"], field="train_accuracy")
+        lines += [
+            "",
+            "Training accuracy of the same ensembles on their own training images "
+            "(mean over draws; how closely each posterior fits the data it saw):",
+            "",
+            "| prior | " + " | ".join(str(n) for n in sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+        ]
+        for prior_name, by_size in train.items():
+            cells = [f"{by_size[n][0]:.3f}" if n in by_size else "–" for n in sizes]
+            lines.append(f"| {prior_name} | " + " | ".join(cells) + " |")
         fit_s = sum(r["fit_s"] + r["predict_s"] for r in document["table"])
         lines.append(f"\nTable cells: {fit_s / 60:.1f} min of fitting and prediction.")
     if "init" in document:

@@ -42,11 +42,16 @@ def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
     assert {r["method"] for r in rows} == {"dwp", "meanfield", "multiplicative"}
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
     assert table_summary(rows)["dwp"][20][2] == 2
+    train = [r["train_accuracy"] for r in rows if (r["prior"], r["size"]) == ("dwp", 20)]
+    assert table_summary(rows, field="train_accuracy")["dwp"][20][0] == pytest.approx(
+        sum(train) / 2
+    )
     assert len(document["init"]["curves"]["dwp"][0]) == config.init_epochs + 1
     for figure in ("kernels.png", "init_curves.png"):
         assert (out / figure).stat().st_size > 0
     report = (out / "results.md").read_text()
     assert "| dwp | " in report and "Random-feature extraction" in report
+    assert "Training accuracy of the same ensembles" in report
 
     # resuming: nothing is rerun, the prior file is kept
     before = (out / "dwp_notmnist.pt").stat().st_mtime_ns
