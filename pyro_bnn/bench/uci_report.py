@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -281,16 +282,14 @@ def _common_splits_table(
         "|---|---|" + "---|" * len(methods),
     ]
     for dataset in datasets:
-        ran = [{r["split"] for r in records if (r["dataset"], r["method"]) == (dataset, m)}
-               for m in methods]  # fmt: skip
+        ran = [{r["split"] for r in _cell_records(records, dataset, m)} for m in methods]
         common = set.intersection(*ran)
         if not common:
             continue
         cells = []
         for method in methods:
-            values = [r["test_ll"] for r in sorted(records, key=lambda r: r["split"])
-                      if (r["dataset"], r["method"]) == (dataset, method)
-                      and r["split"] in common]  # fmt: skip
+            values = [r["test_ll"] for r in _cell_records(records, dataset, method)
+                      if r["split"] in common]  # fmt: skip
             cells.append(format_mean_se(values))
         lines.append(f"| {dataset} | {_split_list(sorted(common))} | " + " | ".join(cells) + " |")
     return lines
@@ -302,28 +301,55 @@ def _split_list(splits: list[int]) -> str:
     return ", ".join(map(str, splits))
 
 
-def _sgmcmc_table(datasets: list[str], methods: list[str], table) -> list[str]:
+def _sgmcmc_table(
+    datasets: list[str], methods: list[str], records: list[dict[str, Any]]
+) -> list[str]:
+    """Per dataset and SG-MCMC method: the step reductions of the final fits, the mixing
+    of the test predictions, and the learned noise σ (the posterior mean of σ, in y's
+    units) beside NUTS's on the same splits: a sampler that has not reached the
+    posterior's low-noise region shows a σ far above NUTS's."""
     lines = [
         "### SG-MCMC diagnostics (test predictions f(x), one chain, over splits)",
         "",
         "| dataset | method | splits | step reductions (final fits) | max R-hat "
-        "| median of per-split min ESS |",
-        "|---|---|---|---|---|---|",
+        "| median of per-split min ESS | noise σ: median (max) | NUTS noise σ, same splits |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in datasets:
         for method in methods:
-            cell = table.get((dataset, method))
-            if not cell or "step_reductions" not in cell:
+            rows = [r for r in _cell_records(records, dataset, method) if "step_reductions" in r]
+            if not rows:
                 continue
-            ess = sorted(cell.get("min_ess_test_predictions", []))
-            rhat = cell.get("max_rhat_test_predictions", [])
-            reductions = cell["step_reductions"]
+            ess = sorted(_present(rows, "min_ess_test_predictions"))
+            rhat = _present(rows, "max_rhat_test_predictions")
+            sigma = sorted(r["noise_std"] for r in rows)
+            splits = {r["split"] for r in rows}
+            nuts = [r["noise_std"] for r in _cell_records(records, dataset, "nuts")
+                    if r["split"] in splits]  # fmt: skip
             lines.append(
-                f"| {dataset} | {method} | {len(reductions)} | {sum(reductions):.0f} "
+                f"| {dataset} | {method} | {len(rows)} "
+                f"| {sum(r['step_reductions'] for r in rows)} "
                 f"| {f'{max(rhat):.2f}' if rhat else '—'} "
-                f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} |"
+                f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} "
+                f"| {_general(statistics.median(sigma))} ({_general(sigma[-1])}) "
+                f"| {_general(sum(nuts) / len(nuts)) if nuts else '—'} |"
             )
     return lines
+
+
+def _cell_records(records: list[dict[str, Any]], dataset: str, method: str) -> list[dict]:
+    """The records of one (dataset, method), in split order."""
+    rows = [r for r in records if (r["dataset"], r["method"]) == (dataset, method)]
+    return sorted(rows, key=lambda r: r["split"])
+
+
+def _present(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return [r[key] for r in rows if r.get(key) is not None]
+
+
+def _general(value: float) -> str:
+    """Three significant figures, in scientific notation only when large."""
+    return f"{value:.3g}" if value < 1e4 else f"{value:.2e}"
 
 
 def format_report(document: dict[str, Any], published: Published | None) -> str:
@@ -374,7 +400,7 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     nuts = _nuts_table(datasets, table)
     if len(nuts) > 4:
         lines += ["", *nuts]
-    sgmcmc = _sgmcmc_table(datasets, methods, table)
+    sgmcmc = _sgmcmc_table(datasets, methods, records)
     if len(sgmcmc) > 4:
         lines += ["", *sgmcmc]
     if len({len(splits[(d, m)]) for d in datasets for m in methods if (d, m) in splits}) > 1:

@@ -235,12 +235,18 @@ def test_report_compares_against_the_best_published_figure(tmp_path):
 
 def test_report_compares_methods_on_their_common_splits():
     """NUTS on splits 0-3, SGLD on 0-1: the common-splits table averages both over 0-1,
-    and the SG-MCMC table sums the step reductions of the final fits."""
-    nuts = _records("nuts", [{"rmse": 1, "test_ll": v} for v in (-1.0, -2.0, -9.0, -9.0)])
+    and the SG-MCMC table sums the step reductions of the final fits and puts SGLD's noise
+    σ (median and max) beside NUTS's on the same splits."""
+    nuts = _records(
+        "nuts",
+        [{"rmse": 1, "test_ll": v, "noise_std": s}
+         for v, s in ((-1.0, 0.1), (-2.0, 0.3), (-9.0, 9.0), (-9.0, 9.0))],
+    )  # fmt: skip
     sgld = _records(
         "sgld",
-        [{"rmse": 1, "test_ll": v, "step_reductions": k} for v, k in ((-3.0, 0), (-4.0, 2))],
-    )
+        [{"rmse": 1, "test_ll": v, "step_reductions": k, "noise_std": s}
+         for v, k, s in ((-3.0, 0, 1.0), (-4.0, 2, 2e6))],
+    )  # fmt: skip
     report = format_report({"records": nuts + sgld}, None)
     section = report.split("### Test log-likelihood on the splits every method ran")[1]
     row = next(line for line in section.splitlines() if line.startswith("| toy |"))
@@ -249,7 +255,9 @@ def test_report_compares_methods_on_their_common_splits():
     ]  # fmt: skip
     section = report.split("### SG-MCMC diagnostics")[1]
     row = next(line for line in section.splitlines() if line.startswith("| toy |"))
-    assert [c.strip() for c in row.strip("|").split("|")][:4] == ["toy", "sgld", "2", "2"]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["toy", "sgld", "2", "2"]
+    assert cells[-2:] == ["1.00e+06 (2.00e+06)", "0.2"]
     alone = format_report({"records": nuts}, None)
     assert "every method ran" not in alone and "SG-MCMC" not in alone
 
