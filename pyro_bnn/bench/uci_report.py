@@ -283,14 +283,14 @@ def _common_splits_table(
     ]
     for dataset in datasets:
         ran = [{r["split"] for r in _cell_records(records, dataset, m)} for m in methods]
-        common = set.intersection(*ran)
+        common = set.intersection(*[splits for splits in ran if splits])
         if not common:
             continue
         cells = []
         for method in methods:
-            values = [r["test_ll"] for r in _cell_records(records, dataset, method)
-                      if r["split"] in common]  # fmt: skip
-            cells.append(format_mean_se(values))
+            rows = [r for r in _cell_records(records, dataset, method) if r["split"] in common]
+            values = _present(rows, "test_ll")
+            cells.append(format_mean_se(values) if values else "")
         lines.append(f"| {dataset} | {_split_list(sorted(common))} | " + " | ".join(cells) + " |")
     return lines
 
@@ -312,7 +312,8 @@ def _sgmcmc_table(
         "### SG-MCMC diagnostics (test predictions f(x), one chain, over splits)",
         "",
         "| dataset | method | splits | step reductions (final fits) | max R-hat "
-        "| median of per-split min ESS | noise σ: median (max) | NUTS noise σ, same splits |",
+        "| median of per-split min ESS | noise σ: median (max) "
+        "| NUTS noise σ, same splits: median |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in datasets:
@@ -322,17 +323,19 @@ def _sgmcmc_table(
                 continue
             ess = sorted(_present(rows, "min_ess_test_predictions"))
             rhat = _present(rows, "max_rhat_test_predictions")
-            sigma = sorted(r["noise_std"] for r in rows)
+            sigma = sorted(_present(rows, "noise_std"))
             splits = {r["split"] for r in rows}
-            nuts = [r["noise_std"] for r in _cell_records(records, dataset, "nuts")
-                    if r["split"] in splits]  # fmt: skip
+            nuts = _present(
+                [r for r in _cell_records(records, dataset, "nuts") if r["split"] in splits],
+                "noise_std",
+            )
             lines.append(
                 f"| {dataset} | {method} | {len(rows)} "
                 f"| {sum(r['step_reductions'] for r in rows)} "
                 f"| {f'{max(rhat):.2f}' if rhat else '—'} "
                 f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} "
-                f"| {_general(statistics.median(sigma))} ({_general(sigma[-1])}) "
-                f"| {_general(sum(nuts) / len(nuts)) if nuts else '—'} |"
+                f"| {_median_and_max(sigma)} "
+                f"| {_general(statistics.median(nuts)) if nuts else '—'} |"
             )
     return lines
 
@@ -345,6 +348,12 @@ def _cell_records(records: list[dict[str, Any]], dataset: str, method: str) -> l
 
 def _present(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [r[key] for r in rows if r.get(key) is not None]
+
+
+def _median_and_max(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return f"{_general(statistics.median(values))} ({_general(max(values))})"
 
 
 def _general(value: float) -> str:
@@ -403,7 +412,8 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
     sgmcmc = _sgmcmc_table(datasets, methods, records)
     if len(sgmcmc) > 4:
         lines += ["", *sgmcmc]
-    if len({len(splits[(d, m)]) for d in datasets for m in methods if (d, m) in splits}) > 1:
+    if any(len({frozenset(splits[(d, m)]) for m in methods if (d, m) in splits}) > 1
+           for d in datasets):  # fmt: skip
         lines += ["", *_common_splits_table(datasets, methods, records)]
     if published is not None:
         used = [c for c in published.columns]

@@ -258,6 +258,8 @@ def test_report_compares_methods_on_their_common_splits():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["toy", "sgld", "2", "2"]
     assert cells[-2:] == ["1.00e+06 (2.00e+06)", "0.2"]
+    sgld.append({**sgld[0], "split": 2, "test_ll": None, "noise_std": None})  # non-finite
+    assert "SG-MCMC" in format_report({"records": nuts + sgld}, None)  # no crash on null
     alone = format_report({"records": nuts}, None)
     assert "every method ran" not in alone and "SG-MCMC" not in alone
 
