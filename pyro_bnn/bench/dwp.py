@@ -589,6 +589,11 @@ def _source_optimizer(config: dict[str, Any]) -> str:
     return f"Adam {lr:g}, L2 {decay:g} added to the gradient"
 
 
+def _size_table_header(sizes: list[int]) -> list[str]:
+    """The header rows of a table with one column per training-set size."""
+    return ["| prior | " + " | ".join(str(n) for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+
+
 def format_markdown(document: dict[str, Any]) -> str:
     config = document["config"]
     runs = document.get("runs", [])
@@ -636,8 +641,7 @@ def format_markdown(document: dict[str, Any]) -> str:
             f"{config['lr']:g} → {config['final_lr']:g}, batches of {config['batch_size']}. "
             "Paper: Atanov et al. 2019, Fig. 2a (mean over 10 draws).",
             "",
-            "| prior | " + " | ".join(str(n) for n in sizes) + " |",
-            "|---|" + "---|" * len(sizes),
+            *_size_table_header(sizes),
         ]
         for prior_name, by_size in summary.items():
             cells = [
@@ -654,8 +658,7 @@ def format_markdown(document: dict[str, Any]) -> str:
             "Training accuracy of the same ensembles on their own training images "
             "(mean over draws; how closely each posterior fits the data it saw):",
             "",
-            "| prior | " + " | ".join(str(n) for n in sizes) + " |",
-            "|---|" + "---|" * len(sizes),
+            *_size_table_header(sizes),
         ]
         for prior_name, by_size in train.items():
             cells = [f"{by_size[n][0]:.3f}" if n in by_size else "–" for n in sizes]

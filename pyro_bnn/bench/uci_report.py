@@ -271,7 +271,10 @@ def _nuts_table(datasets: list[str], table) -> list[str]:
 
 
 def _common_splits_table(
-    datasets: list[str], methods: list[str], records: list[dict[str, Any]]
+    datasets: list[str],
+    methods: list[str],
+    records: list[dict[str, Any]],
+    splits: dict[tuple[str, str], set[int]],
 ) -> list[str]:
     """Test log-likelihood of every method over the splits all of them ran, so that
     methods run on fewer splits (the SG-MCMC samplers) are compared on the same data."""
@@ -282,8 +285,8 @@ def _common_splits_table(
         "|---|---|" + "---|" * len(methods),
     ]
     for dataset in datasets:
-        ran = [{r["split"] for r in _cell_records(records, dataset, m)} for m in methods]
-        common = set.intersection(*[splits for splits in ran if splits])
+        ran = [splits[(dataset, m)] for m in methods if splits.get((dataset, m))]
+        common = set.intersection(*ran)
         if not common:
             continue
         cells = []
@@ -414,7 +417,7 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
         lines += ["", *sgmcmc]
     if any(len({frozenset(splits[(d, m)]) for m in methods if (d, m) in splits}) > 1
            for d in datasets):  # fmt: skip
-        lines += ["", *_common_splits_table(datasets, methods, records)]
+        lines += ["", *_common_splits_table(datasets, methods, records, splits)]
     if published is not None:
         used = [c for c in published.columns]
         lines += ["", "Published columns:", ""]
