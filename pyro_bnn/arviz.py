@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyro_bnn.diagnostics import row_diagnostics
 from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.validation import as_inputs, as_targets
 
-__all__ = ["prediction_diagnostics", "row_diagnostics", "site_dims", "to_inference_data"]
+__all__ = ["prediction_diagnostics", "site_dims", "to_inference_data"]
 
 _INPUT_DIMS = {2: ("feature",), 4: ("channel", "height", "width")}
 
@@ -137,7 +138,11 @@ def to_inference_data(
     for group in idata.groups():
         idata[group].attrs.update(attrs)
     if posterior.losses:
-        idata.sample_stats.attrs["elbo"] = -np.asarray(posterior.losses, dtype=np.float64)
+        # one row of ELBO values per chain (netCDF attributes are flat: chains concatenated)
+        idata.sample_stats.attrs["elbo"] = -np.concatenate(
+            [np.asarray(chain, dtype=np.float64) for chain in posterior.losses]
+        )
+        idata.sample_stats.attrs["elbo_steps_per_chain"] = [len(c) for c in posterior.losses]
     idata.sample_stats.attrs.update(posterior.diagnostics)
     if posterior.warnings:
         idata.sample_stats.attrs["warnings"] = list(posterior.warnings)
@@ -162,21 +167,3 @@ def prediction_diagnostics(posterior: Posterior, x) -> dict[str, float]:
     """
     loc = posterior.replay(x).loc.reshape(posterior.num_chains, posterior.num_draws, -1)
     return row_diagnostics(_numpy(loc))
-
-
-def row_diagnostics(values: np.ndarray) -> dict[str, float]:
-    """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows).
-
-    ArviZ's R-hat needs two chains; a single chain is compared across its two halves
-    (which R-hat's own splitting then halves again).
-    """
-    values = np.asarray(values)
-    dataset = az.convert_to_dataset({"f": values}, dims={"f": [DATA_PLATE]})
-    if values.shape[0] == 1:
-        half = values.shape[1] // 2
-        values = np.stack([values[0, :half], values[0, half : 2 * half]])
-    halves = az.convert_to_dataset({"f": values}, dims={"f": [DATA_PLATE]})
-    return {
-        "min_ess": float(az.ess(dataset)["f"].min()),
-        "max_rhat": float(az.rhat(halves)["f"].max()),
-    }

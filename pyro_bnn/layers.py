@@ -20,11 +20,20 @@ import itertools
 import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
+from pyro.poutine.runtime import effectful
 from torch import nn
 
-from pyro_bnn.local_reparam import layer_output
+__all__ = ["BATCHED_LAYERS", "Conv2d", "Linear", "batched_linear", "layer_output", "mlp"]
 
-__all__ = ["BATCHED_LAYERS", "Conv2d", "Linear", "batched_linear", "mlp"]
+
+def _sampled_output(module, x: torch.Tensor) -> torch.Tensor:
+    return module.sampled_forward(x)
+
+
+layer_output = effectful(_sampled_output, type="layer_output")
+layer_output.__doc__ = """``module``'s output at ``x``: ``module.sampled_forward(x)`` unless a
+handler (:class:`pyro_bnn.local_reparam.LocalReparameterization`) draws it another way.
+Call it with ``name=<the module's Pyro name>``."""
 
 
 def batched_linear(
@@ -47,7 +56,7 @@ def batched_linear(
 class Linear(PyroModule[nn.Linear]):
     """A ``PyroModule[nn.Linear]`` whose weight and bias may carry draw dimensions.
 
-    Its output goes through :func:`pyro_bnn.local_reparam.layer_output`, so a handler may
+    Its output goes through :func:`layer_output`, so a handler may
     draw it from the posterior's moments instead (local reparameterization)."""
 
     unbatched_input_dim = 2

@@ -7,7 +7,7 @@ weight matrix per minibatch, gives independent noise per row and so lower-varian
 gradients.
 
 Each Bayesian layer computes its output through the effectful operation
-:func:`layer_output`. With no handler it uses the sampled weights, as usual. Inside
+:func:`pyro_bnn.layers.layer_output`. With no handler it uses the sampled weights, as usual. Inside
 :class:`LocalReparameterization` it draws the output from (μ, σ) of the guide. The
 weight sites are still sampled and replayed in the model, so the ELBO keeps its
 log p(w) − log q(w) term (the KL estimate, or the analytic KL of
@@ -28,21 +28,10 @@ from __future__ import annotations
 
 import torch
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import effectful
 
 from pyro_bnn.meanfield import site_loc_scale
 
-__all__ = ["LocalReparameterization", "layer_output"]
-
-
-def _sampled_output(module, x: torch.Tensor) -> torch.Tensor:
-    return module.sampled_forward(x)
-
-
-layer_output = effectful(_sampled_output, type="layer_output")
-layer_output.__doc__ = """``module``'s output at ``x``: ``module.sampled_forward(x)`` unless a
-handler (:class:`LocalReparameterization`) draws it another way. Call it with
-``name=<the module's Pyro name>``."""
+__all__ = ["LocalReparameterization"]
 
 
 class LocalReparameterization(Messenger):

@@ -70,15 +70,18 @@ class Prediction:
 class Posterior:
     """Posterior draws of every latent site, the model and the method's own objects.
 
-    ``draws[site]`` has shape (chain, draw, *site_shape). ``guide`` is the Pyro guide of
-    SVI methods, ``mcmc`` the Pyro ``MCMC`` object of each chain run in this process
-    (chains run in worker processes leave none); ``losses`` is the SVI loss (negative
-    ELBO) history; ``sample_stats`` holds per-draw sampler statistics (chain, draw);
-    samplers put their convergence figures (divergences, max R-hat, min ESS) in
-    ``diagnostics`` and the warnings those raised in ``warnings``.
-    ``param_state`` is this fit's own Pyro parameter store, entered whenever the model or
-    guide runs, so fits never share parameters by name. ``wall_time`` is the whole fit;
-    ``timings`` splits out the method's loop (``steps_s`` for SVI, ``sampling_s`` for MCMC).
+    Built by the chain runner (:func:`pyro_bnn.infer.chains.run_method`) for every method.
+    ``draws[site]`` has shape (chain, draw, *site_shape). ``runners`` holds the method's
+    own object of each chain run in this process (Pyro's guide for SVI methods, Pyro's
+    ``MCMC`` for NUTS/HMC/RWM; chains run in worker processes leave none); ``losses`` the
+    loss (negative ELBO) history of each chain of an optimiser, ``losses[chain][step]``;
+    ``sample_stats`` per-draw sampler statistics (chain, draw); ``diagnostics`` the
+    convergence figures of every method (divergences, max R-hat, min ESS, the loss's
+    last-tenth fall) and ``warnings`` the warnings they raised.
+    ``param_states`` holds each chain's own Pyro parameter store, entered whenever the
+    model runs with that chain's draws, so fits never share parameters by name.
+    ``wall_time`` is the whole fit; ``timings`` splits out the method's loops (summed over
+    chains).
     """
 
     model: Callable
@@ -86,13 +89,12 @@ class Posterior:
     draws: dict[str, torch.Tensor]
     x_train: torch.Tensor
     y_train: torch.Tensor
-    guide: Any = None
-    mcmc: list = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
+    runners: list = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
-    diagnostics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
+    param_states: list[dict] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -105,11 +107,50 @@ class Posterior:
     def num_draws(self) -> int:
         return next(iter(self.draws.values())).shape[1]
 
+    @property
+    def guide(self) -> Any:
+        """The Pyro guide of a one-chain SVI fit run here (None for other methods); with
+        several chains, each chain's guide is in ``runners``."""
+        guides = [r for r in self.runners if not isinstance(r, pyro.infer.MCMC)]
+        if len(guides) > 1:
+            raise ValueError(
+                f"this posterior has {len(guides)} chains, each with its own guide: "
+                "use posterior.runners[chain]"
+            )
+        return guides[0] if guides else None
+
+    @property
+    def mcmc(self) -> list:
+        """Pyro's ``MCMC`` object of each chain run in this process."""
+        return [r for r in self.runners if isinstance(r, pyro.infer.MCMC)]
+
     @contextlib.contextmanager
-    def pyro_context(self) -> Iterator[None]:
-        """Enter this fit's parameter store (and leave the caller's untouched)."""
-        with pyro.get_param_store().scope(self.param_state):
+    def pyro_context(self, chain: int = 0) -> Iterator[None]:
+        """Enter chain ``chain``'s parameter store (and leave the caller's untouched)."""
+        state = self.param_states[chain] if self.param_states else None
+        with pyro.get_param_store().scope(state):
             yield
+
+    def _chain_of_each_draw(self, num_samples: int | None) -> torch.Tensor:
+        total = self.num_chains * self.num_draws
+        return self._draw_index(num_samples) // self.num_draws if total else torch.zeros(0)
+
+    def _draw_index(self, num_samples: int | None) -> torch.Tensor:
+        total = self.num_chains * self.num_draws
+        if num_samples is None:
+            return torch.arange(total)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+            raise TypeError(f"num_samples must be an integer, got {num_samples!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        if num_samples <= total:
+            return torch.linspace(0, total - 1, num_samples).round().long()
+        return torch.arange(num_samples) % total
+
+    def _params_differ(self) -> bool:
+        """Whether the chains hold different model parameters (deterministic weights)."""
+        states = [s["params"] for s in self.param_states]
+        return len(states) > 1 and any(states)
 
     def flat_draws(self, num_samples: int | None = None) -> dict[str, torch.Tensor]:
         """Draws with chains merged, (num_samples, *site_shape).
@@ -117,25 +158,30 @@ class Posterior:
         ``None`` keeps all; fewer are thinned evenly; more repeat the draws in turn (a MAP
         posterior has a single draw).
         """
+        index = self._draw_index(num_samples)
         total = self.num_chains * self.num_draws
-        if num_samples is None:
-            index = torch.arange(total)
-        elif num_samples < 1:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
-        elif num_samples <= total:
-            index = torch.linspace(0, total - 1, num_samples).round().long()
-        else:
-            index = torch.arange(num_samples) % total
         return {k: v.reshape(total, *v.shape[2:])[index] for k, v in self.draws.items()}
 
     def replay(self, x, y=None, *, num_samples: int | None = None, **kwargs) -> ObsDraws:
-        """The observed site under each draw (see :func:`pyro_bnn.replay.replay`)."""
+        """The observed site under each draw (see :func:`pyro_bnn.replay.replay`), each
+        chain's draws under that chain's parameter store."""
         from pyro_bnn.validation import as_inputs, as_targets
 
         x = as_inputs(x, name="x")
         y = None if y is None else as_targets(y, rows=len(x), name="y")
-        with self.pyro_context():
-            return replay(self.model, self.flat_draws(num_samples), x, y, **kwargs)
+        draws = self.flat_draws(num_samples)
+        if not self._params_differ():
+            with self.pyro_context():
+                return replay(self.model, draws, x, y, **kwargs)
+        chain_of = self._chain_of_each_draw(num_samples)
+        parts = []
+        for chain in range(self.num_chains):
+            keep = chain_of == chain
+            if bool(keep.any()):
+                with self.pyro_context(chain):
+                    part = {k: v[keep] for k, v in draws.items()}
+                    parts.append((keep, replay(self.model, part, x, y, **kwargs)))
+        return ObsDraws.gather(parts, len(chain_of))
 
     def predict(
         self,

@@ -37,7 +37,14 @@ from torch.distributions import biject_to
 
 from pyro_bnn.init import trace_at_support_zero
 
-__all__ = ["BACKENDS", "FlatLayout", "Potential", "flat_layout", "flat_potential"]
+__all__ = [
+    "BACKENDS",
+    "FlatLayout",
+    "Potential",
+    "flat_initial_values",
+    "flat_layout",
+    "flat_potential",
+]
 
 
 @dataclass(frozen=True)
@@ -235,3 +242,23 @@ class Potential:
         if key not in self._compiled:
             self._compiled[key] = self._build(theta, x, y)
         return self._compiled[key](theta, x, y)
+
+
+def flat_initial_values(
+    model: Callable, x, y, layout: FlatLayout, *, init_strategy: Callable, num_chains: int
+) -> torch.Tensor:
+    """Each chain's start (from ``init_strategy``) as one flat unconstrained vector:
+    (num_chains, layout.size)."""
+    from pyro.infer.mcmc.util import initialize_model
+
+    initial, _, transforms, _ = initialize_model(
+        model, model_args=(x, y), init_strategy=init_strategy, num_chains=num_chains
+    )
+    chains = []
+    for chain in range(num_chains):
+        values = {
+            name: transforms[name].inv(initial[name][chain] if num_chains > 1 else initial[name])
+            for name in layout.names
+        }
+        chains.append(layout.flatten(values))
+    return torch.stack(chains)

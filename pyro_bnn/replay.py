@@ -54,6 +54,22 @@ class ObsDraws:
     log_lik: torch.Tensor | None = None
     log_joint: torch.Tensor | None = None
 
+    @classmethod
+    def gather(cls, parts: list[tuple[torch.Tensor, ObsDraws]], num_draws: int) -> ObsDraws:
+        """One ObsDraws of ``num_draws`` draws from ``(mask over the draws, part)`` pairs."""
+        merged = {}
+        for f in fields(cls):
+            values = [(mask, getattr(part, f.name)) for mask, part in parts]
+            if values[0][1] is None:
+                merged[f.name] = None
+                continue
+            first = values[0][1]
+            out = first.new_empty((num_draws, *first.shape[1:]))
+            for mask, value in values:
+                out[mask] = value
+            merged[f.name] = out
+        return cls(**merged)
+
 
 def _per_draw(lp: torch.Tensor, vectorized: bool) -> torch.Tensor:
     """Sum a site's log-density over everything but the draws plate."""

@@ -16,7 +16,7 @@ import torch
 from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 
-__all__ = ["as_inputs", "as_targets", "check_model"]
+__all__ = ["as_inputs", "as_targets", "check_model", "check_seed"]
 
 
 def _as_tensor(value, name: str) -> torch.Tensor:
@@ -91,3 +91,13 @@ def check_model(model: Callable, x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(
             f"the model's '{OBS_SITE}' site must sit inside pyro.plate('{DATA_PLATE}')"
         )
+
+
+def check_seed(seed) -> None:
+    """``seed`` must be None or a non-negative integer."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")

@@ -1,4 +1,8 @@
-"""``fit(model, x, y, method=...)``: one entry point over Pyro's SVI and MCMC.
+"""``fit(model, x, y, method=...)``: one entry point over every inference method.
+
+The method is looked up once in the registry (:mod:`pyro_bnn.infer.methods`), its options
+are checked, and the chain runner (:mod:`pyro_bnn.infer.chains`) runs its chains and
+builds the :class:`~pyro_bnn.posterior.Posterior`.
 
 Example:
     >>> import torch
@@ -13,26 +17,20 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pyro
 
-from pyro_bnn.infer.mcmc import KERNELS, run_mcmc
+from pyro_bnn.infer.chains import run_method
+from pyro_bnn.infer.methods import REGISTRY
+from pyro_bnn.infer.methods import method as lookup
 from pyro_bnn.infer.options import parse_options
-from pyro_bnn.infer.sgmcmc import SAMPLERS, run_sgmcmc
-from pyro_bnn.infer.svi import GUIDES, run_svi
 from pyro_bnn.posterior import Posterior
-from pyro_bnn.validation import as_inputs, as_targets, check_model
+from pyro_bnn.validation import as_inputs, as_targets, check_model, check_seed
 
 __all__ = ["METHODS", "fit"]
 
-_RUNNERS = {
-    **{name: (options, run_svi) for name, (options, _) in GUIDES.items()},
-    **{name: (options, run_mcmc) for name, (options, _) in KERNELS.items()},
-    **{name: (options, run_sgmcmc) for name, (options, _) in SAMPLERS.items()},
-}
-METHODS: tuple[str, ...] = tuple(_RUNNERS)
+METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def fit(
@@ -49,23 +47,27 @@ def fit(
 
     ``model(x, y=None)`` must observe ``y`` at a site ``obs`` inside a plate ``data``.
     ``method`` is one of :data:`METHODS`; ``options`` are the method's keyword options
-    (see ``pyro_bnn.infer.svi``, ``pyro_bnn.infer.mcmc`` and ``pyro_bnn.infer.sgmcmc``).
+    (its options class in :mod:`pyro_bnn.infer.svi`, :mod:`~pyro_bnn.infer.mcmc` or
+    :mod:`~pyro_bnn.infer.sgmcmc`; ``num_chains`` independent chains for every method).
     Inputs may be numpy arrays or tensors; they are converted to float32 (labels to
-    int64). The fit runs in its own Pyro parameter store, kept in ``Posterior.param_state``.
+    int64). Each chain runs in its own Pyro parameter store, kept in
+    ``Posterior.param_states``.
     """
-    if method not in _RUNNERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    options_type, runner = _RUNNERS[method]
-    parsed = parse_options(options_type, method, options)
+    chosen = lookup(method)
+    parsed = parse_options(chosen.options, method, options)
+    check_seed(seed)
     x = as_inputs(x, name="x")
     y = as_targets(y, rows=len(x), name="y")
-    with pyro.get_param_store().scope() as param_state:
-        if seed is not None:
-            pyro.set_rng_seed(seed)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    with pyro.get_param_store().scope():
         check_model(model, x, y)
-        start = time.perf_counter()
-        posterior = runner(model, x, y, method=method, options=parsed, progress_bar=progress_bar)
-        posterior.wall_time = time.perf_counter() - start
-    posterior.param_state = param_state
-    posterior.options = {"method": method, **options}
-    return posterior
+    return run_method(
+        chosen,
+        model,
+        x,
+        y,
+        options=parsed,
+        given_options={"method": method, **options},
+        progress_bar=progress_bar,
+    )

@@ -1,10 +1,12 @@
-"""Independent chains: seeded, run in worker processes where the machine allows, merged
-into one (chain, draw) layout, then checked (divergences, R-hat, ESS).
+"""The one chain runner: every method runs as independent chains, each decided by its own
+seed, in worker processes where the machine allows; merged into one (chain, draw) layout,
+checked, and returned as the :class:`~pyro_bnn.posterior.Posterior`, built here only.
 
-A sampler supplies a module-level ``run_group(model, x, y, *, seeds, **kwargs)`` that runs
-one chain per seed in the calling process and returns a :class:`Chain` for each. The
-chain's seed alone decides its start and its randomness, so a chain gives the same draws
-whichever process runs it (up to floating-point reduction order).
+A method supplies ``run_chain(model, x, y, *, name, seed, options, shared, progress_bar)``
+(see :class:`~pyro_bnn.infer.methods.Method`) returning one :class:`Chain`. ``shared`` is
+one dict per process, for what the chains of a process may share (a compiled potential).
+Each chain runs in its own Pyro parameter store, seeded by its seed, so a chain gives the
+same draws whichever process runs it (up to floating-point reduction order).
 
 Example:
     >>> import numpy as np, torch
@@ -20,49 +22,52 @@ import concurrent.futures
 import multiprocessing
 import os
 import pickle
+import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyro
 import torch
 from tqdm import tqdm
 
-from pyro_bnn.arviz import row_diagnostics
+from pyro_bnn.diagnostics import (
+    ConvergenceWarning,
+    SamplingWarning,
+    issue_warnings,
+    mixing_diagnostics,
+)
 from pyro_bnn.posterior import Posterior
 
+if TYPE_CHECKING:
+    from pyro_bnn.infer.methods import Method
+    from pyro_bnn.infer.options import Options
+
 __all__ = [
-    "MIN_ESS_PER_CHAIN",
-    "RHAT_THRESHOLD",
     "Chain",
-    "SamplingWarning",
     "chain_processes",
     "chain_seeds",
-    "diagnose",
     "merge_chains",
     "run_chains",
-    "sample_chains",
+    "run_method",
 ]
-
-# Vehtari et al. 2021: R-hat below 1.01 and a bulk ESS of at least 100 per chain
-RHAT_THRESHOLD = 1.01
-MIN_ESS_PER_CHAIN = 100
-
-
-class SamplingWarning(UserWarning):
-    """A sampler's diagnostics suggest its draws do not represent the posterior."""
 
 
 @dataclass
 class Chain:
-    """One chain's draws (1, draw, *site_shape), per-draw statistics (1, draw), timings and,
-    when run in this process, the method's own object (e.g. Pyro's ``MCMC``)."""
+    """One chain's draws (1, draw, *site_shape), per-draw statistics (1, draw), its loss
+    history (optimisers), convergence diagnostics and warnings, timings, its Pyro parameter
+    store and, when run in this process, the method's own object (Pyro's guide or MCMC)."""
 
     draws: dict[str, torch.Tensor]
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     runner: Any = None
+    param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
 
 
 def chain_seeds(num_chains: int) -> list[int]:
@@ -78,8 +83,8 @@ def chain_processes(requested: int | None, num_chains: int) -> int:
     return max(1, min(num_chains, os.cpu_count() or 1))
 
 
-def _unpicklable(model: Callable, payload: tuple) -> str | None:
-    """Why ``payload`` (the model and the sampler's options; the data tensors always
+def _unpicklable(model: Any, payload: tuple) -> str | None:
+    """Why ``payload`` (the model and the method's options; the data tensors always
     travel) cannot go to a spawned worker, or None if it can."""
     if getattr(type(model), "__module__", None) == "__main__":
         return f"the model's class {type(model).__name__} is defined in __main__"
@@ -90,39 +95,94 @@ def _unpicklable(model: Callable, payload: tuple) -> str | None:
     return None
 
 
+def _main_is_importable() -> bool:
+    """Whether a spawned worker can re-import the main module safely: an interactive
+    session or ``python -c`` has no file; a script that does not guard its top level with
+    ``if __name__ == "__main__":`` would run again in every worker."""
+    import __main__
+
+    path = getattr(__main__, "__file__", None)
+    if path is None:
+        return True  # interactive: spawn does not re-run anything
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None:
+        return True  # `python -m module`: workers import it by name, guarded by convention
+    try:
+        with open(path, encoding="utf-8") as source:
+            return "__main__" in source.read()
+    except OSError:
+        return False
+
+
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _in_worker(run_group: Callable[..., list[Chain]], *args, **kwargs) -> list[Chain]:
-    """``run_group`` in a worker; the method's own objects stay behind (not picklable)."""
-    chains = run_group(*args, **kwargs)
-    for chain in chains:
-        chain.runner = None
+def _run_group(
+    method: Method,
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seeds: list[int],
+    options: Options,
+    progress_bar: bool,
+    keep_runners: bool = True,
+) -> list[Chain]:
+    """One chain per seed, one after another, in this process; each in its own parameter
+    store. ``keep_runners=False`` (in a worker) drops the method's own objects, which do
+    not pickle."""
+    shared: dict[str, Any] = {}
+    chains = []
+    for seed in seeds:
+        with pyro.get_param_store().scope() as state:
+            pyro.set_rng_seed(seed)
+            began = time.perf_counter()
+            chain = method.run_chain(
+                model,
+                x,
+                y,
+                name=method.name,
+                seed=seed,
+                options=options,
+                shared=shared,
+                progress_bar=progress_bar,
+            )
+            chain.timings.setdefault("chain_s", time.perf_counter() - began)
+        chain.param_state = state
+        if not keep_runners:
+            chain.runner = None
+        chains.append(chain)
     return chains
 
 
 def run_chains(
-    run_group: Callable[..., list[Chain]],
-    model: Callable,
+    method: Method,
+    model: Any,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     seeds: list[int],
     processes: int,
-    desc: str,
+    options: Options,
     progress_bar: bool,
-    **kwargs,
 ) -> list[Chain]:
-    """Run one chain per seed, split over ``processes`` spawned workers (in this process if
-    1, or if the model cannot travel to a worker, with a warning saying why)."""
+    """Run one chain per seed, split over ``processes`` spawned workers (in this process
+    if 1; also, with a one-line warning, if the model cannot travel to a worker or the
+    main script would re-run in each worker)."""
     if processes > 1:
-        reason = _unpicklable(model, (model, kwargs))
+        reason = _unpicklable(model, (model, options))
+        if reason is None and not _main_is_importable():
+            reason = (
+                "workers re-import the main script, which has no `if __name__ == '__main__':` guard"
+            )
         if reason is not None:
-            warnings.warn(f"running the chains one after another: {reason}", stacklevel=3)
+            warnings.warn(f"running the chains one after another here: {reason}", stacklevel=4)
             processes = 1
     if processes == 1:
-        return run_group(model, x, y, seeds=seeds, progress_bar=progress_bar, **kwargs)
+        return _run_group(
+            method, model, x, y, seeds=seeds, options=options, progress_bar=progress_bar
+        )
     groups = [list(range(len(seeds)))[p::processes] for p in range(processes)]
     threads = max(1, (os.cpu_count() or 1) // processes)
     chains: list[Chain | None] = [None] * len(seeds)
@@ -133,18 +193,19 @@ def run_chains(
             initializer=_worker_init,
             initargs=(threads,),
         ) as pool,
-        tqdm(total=len(seeds), desc=f"{desc} chains", disable=not progress_bar) as bar,
+        tqdm(total=len(seeds), desc=f"{method.name} chains", disable=not progress_bar) as bar,
     ):
         futures = {
             pool.submit(
-                _in_worker,
-                run_group,
+                _run_group,
+                method,
                 model,
                 x,
                 y,
                 seeds=[seeds[i] for i in group],
+                options=options,
                 progress_bar=False,
-                **kwargs,
+                keep_runners=False,
             ): group
             for group in groups
         }
@@ -153,54 +214,13 @@ def run_chains(
                 result = future.result()
             except concurrent.futures.process.BrokenProcessPool as error:
                 raise RuntimeError(
-                    "a chain's worker process died. Workers are spawned and re-import the "
-                    "main module: in a script, call fit under `if __name__ == '__main__':`; "
-                    "or pass chain_processes=1 to run the chains here"
+                    "a chain's worker process died (out of memory, or the main module "
+                    "failed when re-imported); pass chain_processes=1 to run the chains here"
                 ) from error
             for index, chain in zip(futures[future], result, strict=True):
                 chains[index] = chain
             bar.update(len(futures[future]))
     return chains  # type: ignore[return-value]
-
-
-def sample_chains(
-    run_group: Callable[..., list[Chain]],
-    model: Callable,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    method: str,
-    options: Any,
-    progress_bar: bool,
-) -> Posterior:
-    """``options.num_chains`` chains of ``run_group(..., method=, options=)``, one seed
-    each, over ``options.chain_processes`` workers; merged and diagnosed."""
-    chains = run_chains(
-        run_group,
-        model,
-        x,
-        y,
-        seeds=chain_seeds(options.num_chains),
-        processes=chain_processes(options.chain_processes, options.num_chains),
-        desc=method,
-        progress_bar=progress_bar,
-        method=method,
-        options=options,
-    )
-    draws, stats, timings = merge_chains(chains)
-    diagnostics, found = diagnose(draws, stats, method=method)
-    return Posterior(
-        model=model,
-        method=method,
-        draws=draws,
-        x_train=x,
-        y_train=y,
-        mcmc=[c.runner for c in chains if c.runner is not None],
-        sample_stats=stats,
-        diagnostics=diagnostics,
-        warnings=found,
-        timings=timings,
-    )
 
 
 def merge_chains(chains: list[Chain]) -> tuple[dict, dict, dict]:
@@ -216,38 +236,61 @@ def merge_chains(chains: list[Chain]) -> tuple[dict, dict, dict]:
     return draws, stats, timings
 
 
-def diagnose(
-    draws: dict[str, torch.Tensor], sample_stats: dict[str, np.ndarray], *, method: str
-) -> tuple[dict[str, float], list[str]]:
-    """Divergences, the worst R-hat and the smallest bulk ESS over every latent coordinate,
-    and a warning (also issued as a :class:`SamplingWarning`) for each that fails its
-    threshold. With one chain, R-hat compares the chain's two halves."""
-    num_chains, num_draws = next(iter(draws.values())).shape[:2]
-    per_site = {
-        name: row_diagnostics(value.detach().double().reshape(num_chains, num_draws, -1).numpy())
-        for name, value in draws.items()
-    }
-    worst_rhat = max((d["max_rhat"], name) for name, d in per_site.items())
-    least_ess = min((d["min_ess"], name) for name, d in per_site.items())
-    diagnostics = {"max_rhat": worst_rhat[0], "min_ess_bulk": least_ess[0]}
-    found = []
-    if "diverging" in sample_stats:
-        diagnostics["divergences"] = int(sample_stats["diverging"].sum())
-        if diagnostics["divergences"]:
-            found.append(
-                f"{method}: {diagnostics['divergences']} divergent transitions of "
-                f"{num_chains * num_draws}; raise target_accept_prob or reparameterise"
-            )
-    if worst_rhat[0] > RHAT_THRESHOLD:
-        found.append(
-            f"{method}: R-hat {worst_rhat[0]:.3g} at site {worst_rhat[1]!r} exceeds "
-            f"{RHAT_THRESHOLD}; the chains have not mixed (run longer or more chains)"
+def run_method(
+    method: Method,
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    options: Options,
+    given_options: dict[str, Any],
+    progress_bar: bool,
+) -> Posterior:
+    """Run ``options.chains`` chains of ``method``, merge and check them, and build the
+    Posterior. Each failed check is a warning (a :class:`SamplingWarning` for samplers, a
+    :class:`ConvergenceWarning` for optimisers) and lands in ``posterior.warnings``."""
+    start = time.perf_counter()
+    num_chains = options.chains
+    chains = run_chains(
+        method,
+        model,
+        x,
+        y,
+        seeds=chain_seeds(num_chains),
+        processes=chain_processes(options.chain_processes, num_chains),
+        options=options,
+        progress_bar=progress_bar,
+    )
+    draws, stats, timings = merge_chains(chains)
+    diagnostics, mixing = mixing_diagnostics(
+        draws, stats, method=method.name, warn=method.samples_posterior
+    )
+    converging: list[str] = []
+    for index, chain in enumerate(chains):
+        for key, value in chain.diagnostics.items():
+            diagnostics[key if num_chains == 1 else f"chain{index}_{key}"] = value
+        prefix = "" if num_chains == 1 else f"chain {index}: "
+        converging += [prefix + message for message in chain.warnings]
+    if not method.samples_posterior and num_chains > 1:
+        diagnostics["rhat_ess_note"] = (
+            "R-hat/ESS across chains measure how far apart independent optima are, not "
+            "sampler convergence"
         )
-    if least_ess[0] < MIN_ESS_PER_CHAIN * num_chains:
-        found.append(
-            f"{method}: bulk ESS {least_ess[0]:.3g} at site {least_ess[1]!r} is below "
-            f"{MIN_ESS_PER_CHAIN} per chain ({MIN_ESS_PER_CHAIN * num_chains})"
-        )
-    for message in found:
-        warnings.warn(message, SamplingWarning, stacklevel=4)
-    return diagnostics, found
+    issue_warnings(mixing, category=SamplingWarning)
+    issue_warnings(converging, category=ConvergenceWarning)
+    return Posterior(
+        model=model,
+        method=method.name,
+        draws=draws,
+        x_train=x,
+        y_train=y,
+        runners=[c.runner for c in chains if c.runner is not None],
+        losses=[c.losses for c in chains] if any(c.losses for c in chains) else [],
+        sample_stats=stats,
+        diagnostics=diagnostics,
+        warnings=mixing + converging,
+        param_states=[c.param_state for c in chains],
+        options=dict(given_options),
+        wall_time=time.perf_counter() - start,
+        timings=timings,
+    )

@@ -18,49 +18,44 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide import init_to_sample
 from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.util import initialize_model
 
-from pyro_bnn.infer.chains import Chain, sample_chains
+from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.options import Options
-from pyro_bnn.posterior import Posterior
-from pyro_bnn.potential import FlatLayout, flat_potential
+from pyro_bnn.potential import flat_initial_values, flat_potential
 
 __all__ = [
-    "KERNELS",
     "GradientMCMCOptions",
     "HMCOptions",
     "MCMCOptions",
     "NUTSOptions",
     "RWMOptions",
-    "flat_initial_values",
-    "run_mcmc",
+    "hmc_kernel",
+    "nuts_kernel",
+    "run_mcmc_chain",
+    "rwm_kernel",
 ]
 
 
 @dataclass(frozen=True, kw_only=True)
 class MCMCOptions(Options):
-    """``num_chains`` chains of ``warmup_steps`` adaptation then ``num_samples`` draws; the
-    step size starts at ``step_size`` and adapts toward ``target_accept_prob``. Chains run
-    in ``chain_processes`` spawned workers (default: one per chain up to the machine's
-    cores; 1 runs them here, one after another). ``backend``: the kernel moves one flat
-    site under the model's potential compiled with ``"inductor"`` (fused value and
-    gradient; compiles once per process, tens of seconds) or ``"jit"``; ``"pyro"`` runs the
-    kernel on the model itself, JIT-traced if ``jit_compile``."""
+    """Each chain: ``warmup_steps`` adaptation then ``num_samples`` draws; the step size
+    starts at ``step_size`` and adapts toward ``target_accept_prob``. ``backend``: the
+    kernel moves one flat site under the model's potential compiled with ``"inductor"``
+    (fused value and gradient; compiles once per process, tens of seconds) or ``"jit"``;
+    ``"pyro"`` runs the kernel on the model itself."""
 
     num_samples: int = 500
     warmup_steps: int = 500
-    num_chains: int = 1
-    chain_processes: int | None = None
     target_accept_prob: float = 0.8
     step_size: float = 1.0
-    jit_compile: bool = True
     backend: str = "inductor"
     init_strategy: Callable = init_to_sample
 
@@ -89,10 +84,12 @@ class RWMOptions(MCMCOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class GradientMCMCOptions(MCMCOptions):
-    """``adapt_mass_matrix`` during warmup, diagonal unless ``full_mass``."""
+    """``adapt_mass_matrix`` during warmup, diagonal unless ``full_mass``; with
+    ``backend="pyro"``, the model is JIT-traced if ``jit_compile``."""
 
     adapt_mass_matrix: bool = True
     full_mass: bool = False
+    jit_compile: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,10 +101,25 @@ class NUTSOptions(GradientMCMCOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class HMCOptions(GradientMCMCOptions):
-    """``num_steps`` leapfrog steps per draw, or a ``trajectory_length`` (default 2π)."""
+    """``num_steps`` leapfrog steps per draw, whatever the adapted step size; or a
+    ``trajectory_length`` (default 2π), which takes trajectory_length / step_size steps.
+    No draw takes more than ``max_num_steps`` leapfrog steps: a larger ``num_steps`` is
+    refused before sampling, and a trajectory cut at the cap is counted in the
+    diagnostics (``capped_trajectories``) and warned about."""
 
     num_steps: int | None = None
     trajectory_length: float | None = None
+    max_num_steps: int = 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_steps is not None and self.trajectory_length is not None:
+            raise ValueError("give num_steps or trajectory_length, not both")
+        if self.num_steps is not None and self.num_steps > self.max_num_steps:
+            raise ValueError(
+                f"num_steps={self.num_steps} exceeds max_num_steps={self.max_num_steps} "
+                "leapfrog steps per draw; lower num_steps or raise max_num_steps"
+            )
 
 
 class _CountsGradients:
@@ -134,7 +146,38 @@ class CountingNUTS(_CountsGradients, NUTS):
 
 
 class CountingHMC(_CountsGradients, HMC):
-    """Pyro's HMC, counting gradients."""
+    """Pyro's HMC, counting gradients, with ``num_steps`` meaning leapfrog steps per draw
+    (Pyro's own kernel turns it into a trajectory length, so an adapted small step size
+    multiplies the steps) and every trajectory capped at ``max_num_steps``."""
+
+    def __init__(self, *args, fixed_num_steps: int | None, max_num_steps: int, **kwargs):
+        super().__init__(*args, num_steps=fixed_num_steps, **kwargs)
+        self.fixed_num_steps, self.max_num_steps = fixed_num_steps, max_num_steps
+        self.capped = 0
+        self._jitter = 1.0
+
+    @property
+    def step_size(self) -> float:
+        return self._adapter.step_size * self._jitter
+
+    def sample(self, params):
+        # After warmup each draw's step size is jittered uniformly by ±20 % (Neal 2011,
+        # §5.4.2): with a fixed number of steps, a trajectory that happens to match a
+        # period of the target (a Gaussian's, say) otherwise returns near its start
+        # every draw, and the chain does not mix.
+        after_warmup = self._t >= self._warmup_steps
+        self._jitter = 1.0 + 0.4 * (float(torch.rand(())) - 0.5) if after_warmup else 1.0
+        return super().sample(params)
+
+    @property
+    def num_steps(self) -> int:
+        if self.fixed_num_steps is not None:
+            return self.fixed_num_steps
+        steps = max(1, int(self.trajectory_length / self.step_size))
+        if steps > self.max_num_steps:
+            self.capped += 1
+            return self.max_num_steps
+        return steps
 
 
 class RandomWalk(RandomWalkKernel):
@@ -197,34 +240,28 @@ def _gradient_options(o: GradientMCMCOptions) -> dict:
     )
 
 
-def _nuts(o: NUTSOptions, **target) -> CountingNUTS:
+def nuts_kernel(o: NUTSOptions, **target) -> CountingNUTS:
     """``target``: ``model=...`` or ``potential_fn=...``."""
     return CountingNUTS(**target, **_gradient_options(o), max_tree_depth=o.max_tree_depth)
 
 
-def _hmc(o: HMCOptions, **target) -> CountingHMC:
+def hmc_kernel(o: HMCOptions, **target) -> CountingHMC:
     return CountingHMC(
         **target,
         **_gradient_options(o),
-        num_steps=o.num_steps,
+        fixed_num_steps=o.num_steps,
+        max_num_steps=o.max_num_steps,
         trajectory_length=o.trajectory_length,
     )
 
 
-def _rwm(o: RWMOptions, **target) -> RandomWalk:
+def rwm_kernel(o: RWMOptions, **target) -> RandomWalk:
     return RandomWalk(
         **target,
         init_step_size=o.step_size,
         target_accept_prob=o.target_accept_prob,
         init_strategy=o.init_strategy,
     )
-
-
-KERNELS: dict[str, tuple[type[MCMCOptions], Callable]] = {
-    "nuts": (NUTSOptions, _nuts),
-    "hmc": (HMCOptions, _hmc),
-    "rwm": (RWMOptions, _rwm),
-}
 
 
 class _DrawRecorder:
@@ -257,95 +294,65 @@ class _DrawRecorder:
         }
 
 
-def flat_initial_values(
-    model, x, y, layout: FlatLayout, *, init_strategy: Callable, num_chains: int
-) -> torch.Tensor:
-    """Each chain's start (from ``init_strategy``) as one flat unconstrained vector:
-    (num_chains, layout.size)."""
-    initial, _, transforms, _ = initialize_model(
-        model, model_args=(x, y), init_strategy=init_strategy, num_chains=num_chains
-    )
-    chains = []
-    for chain in range(num_chains):
-        values = {
-            name: transforms[name].inv(initial[name][chain] if num_chains > 1 else initial[name])
-            for name in layout.names
-        }
-        chains.append(layout.flatten(values))
-    return torch.stack(chains)
-
-
-def _mcmc_chains(
+def run_mcmc_chain(
     model: Callable,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    seeds: list[int],
-    method: str,
+    name: str,
+    seed: int,
     options: MCMCOptions,
+    shared: dict[str, Any],
     progress_bar: bool,
-) -> list[Chain]:
-    """One single-chain Pyro ``MCMC`` run per seed, in this process; the flat potential is
-    compiled once and shared by the chains."""
-    build_kernel = KERNELS[method][1]
-    potential = None
-    if options.backend != "pyro":
-        potential = flat_potential(model, x, y, backend=options.backend)
-    chains = []
-    for seed in seeds:
-        pyro.set_rng_seed(seed)
-        if potential is not None:
-            (theta,) = flat_initial_values(
-                model, x, y, potential.layout, init_strategy=options.init_strategy, num_chains=1
-            )
-            potential(theta)  # compile before sampling
-            kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
-            args, mcmc_kwargs = (), {"initial_params": {"theta": theta}}
-        else:
-            kernel = build_kernel(options, model=model)
-            args, mcmc_kwargs = (x, y), {}
-        recorder = _DrawRecorder()
-        mcmc = MCMC(
-            kernel,
-            num_samples=options.num_samples,
-            warmup_steps=options.warmup_steps,
-            disable_progbar=not progress_bar,
-            hook_fn=recorder,
-            **mcmc_kwargs,
-        )
-        start = time.perf_counter()
-        mcmc.run(*args)
-        run_s = time.perf_counter() - start
-        samples = mcmc.get_samples(group_by_chain=True)
-        if potential is not None:
-            samples = potential.layout.constrain(samples["theta"])
-        chains.append(
-            Chain(
-                draws={k: v.detach() for k, v in samples.items()},
-                sample_stats=recorder.stats(),
-                timings={"sampling_s": run_s, "gradients": kernel.num_gradients},
-                runner=mcmc,
-            )
-        )
-    return chains
-
-
-def run_mcmc(
-    model: Callable,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    method: str,
-    options: MCMCOptions,
-    progress_bar: bool,
-) -> Posterior:
-    """Run ``options.num_chains`` independent chains of Pyro's kernel for ``method``.
+    build_kernel: Callable,
+) -> Chain:
+    """One single-chain Pyro ``MCMC`` run of ``build_kernel(options, ...)``.
 
     Unless ``backend="pyro"``, a model whose latents are all global is sampled as one flat
-    site ``theta`` under its compiled potential (:mod:`pyro_bnn.potential`); otherwise the
-    kernel runs on the model itself. Divergences, R-hat and ESS are checked after the run
-    (:func:`~pyro_bnn.infer.chains.diagnose`).
+    site ``theta`` under its compiled potential (:mod:`pyro_bnn.potential`), compiled once
+    per process and shared by its chains; otherwise the kernel runs on the model itself.
     """
-    return sample_chains(
-        _mcmc_chains, model, x, y, method=method, options=options, progress_bar=progress_bar
+    if options.backend != "pyro" and "potential" not in shared:
+        shared["potential"] = flat_potential(model, x, y, backend=options.backend)
+    potential = shared.get("potential")
+    if potential is not None:
+        (theta,) = flat_initial_values(
+            model, x, y, potential.layout, init_strategy=options.init_strategy, num_chains=1
+        )
+        potential(theta)  # compile before sampling
+        kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
+        args, mcmc_kwargs = (), {"initial_params": {"theta": theta}}
+    else:
+        kernel = build_kernel(options, model=model)
+        args, mcmc_kwargs = (x, y), {}
+    recorder = _DrawRecorder()
+    mcmc = MCMC(
+        kernel,
+        num_samples=options.num_samples,
+        warmup_steps=options.warmup_steps,
+        disable_progbar=not progress_bar,
+        hook_fn=recorder,
+        **mcmc_kwargs,
+    )
+    start = time.perf_counter()
+    mcmc.run(*args)
+    run_s = time.perf_counter() - start
+    samples = mcmc.get_samples(group_by_chain=True)
+    if potential is not None:
+        samples = potential.layout.constrain(samples["theta"])
+    diagnostics, found = {}, []
+    if getattr(kernel, "capped", 0):
+        diagnostics["capped_trajectories"] = kernel.capped
+        found.append(
+            f"{name}: {kernel.capped} trajectories hit max_num_steps={options.max_num_steps} "
+            "leapfrog steps (the adapted step size is small for trajectory_length); give "
+            "num_steps, or a shorter trajectory_length"
+        )
+    return Chain(
+        draws={k: v.detach() for k, v in samples.items()},
+        sample_stats=recorder.stats(),
+        diagnostics=diagnostics,
+        warnings=found,
+        timings={"sampling_s": run_s, "gradients": kernel.num_gradients},
+        runner=mcmc,
     )

@@ -44,46 +44,40 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
-from pyro_bnn.infer.chains import Chain, sample_chains
-from pyro_bnn.infer.mcmc import flat_initial_values
+from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
-from pyro_bnn.posterior import Posterior
-from pyro_bnn.potential import Potential, flat_layout
+from pyro_bnn.potential import Potential, flat_initial_values, flat_layout
 
 __all__ = [
-    "SAMPLERS",
-    "CyclicalOptions",
+    "CyclicalSGHMCOptions",
+    "CyclicalSGLDOptions",
+    "Hamiltonian",
+    "Langevin",
+    "NoseHoover",
     "SGHMCOptions",
     "SGLDOptions",
     "SGMCMCOptions",
     "SGNHTOptions",
-    "run_sgmcmc",
+    "run_sgmcmc_chain",
 ]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SGMCMCOptions(Options):
-    """``num_chains`` independent runs of ``burn_in`` steps, then ``num_samples`` draws
-    kept every ``thin`` steps; minibatches of ``batch_size`` rows (None: full batch);
-    ``step_size`` on the full-data potential; ``temperature`` T of p(θ | D)^(1/T);
-    chains run in ``chain_processes`` spawned workers (default: one per chain up to the
-    machine's cores; 1 runs them here);
-    ``backend`` of the potential (``"jit"``, ``"inductor"`` or ``"eager"``); each chain
-    starts from ``init_strategy``."""
+    """What every SG-MCMC chain shares: minibatches of ``batch_size`` rows (None: full
+    batch); ``step_size`` on the full-data potential; draws kept every ``thin`` steps;
+    ``temperature`` T of p(θ | D)^(1/T); ``backend`` of the potential (``"jit"``,
+    ``"inductor"`` or ``"eager"``); each chain starts from ``init_strategy``."""
 
-    num_samples: int = 500
-    burn_in: int = 1000
     thin: int = 1
-    num_chains: int = 1
-    chain_processes: int | None = None
     batch_size: int | None = None
     step_size: float = 1e-4
     temperature: float = 1.0
@@ -96,7 +90,31 @@ class SGMCMCOptions(Options):
 
     @classmethod
     def allow_zero(cls) -> frozenset[str]:
-        return frozenset({"burn_in", "temperature"})
+        return frozenset({"temperature"})
+
+    @property
+    def num_steps(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_draws(self) -> int:
+        raise NotImplementedError
+
+    def schedule(self) -> Iterator[tuple[float, bool, bool]]:
+        """(step size, inject noise?, keep this draw?) for each step."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class BurnInOptions(SGMCMCOptions):
+    """``burn_in`` steps, then ``num_samples`` draws kept every ``thin`` steps."""
+
+    num_samples: int = 500
+    burn_in: int = 1000
+
+    @classmethod
+    def allow_zero(cls) -> frozenset[str]:
+        return super().allow_zero() | {"burn_in"}
 
     def step_size_at(self, t: int) -> float:
         return self.step_size
@@ -110,15 +128,13 @@ class SGMCMCOptions(Options):
         return self.num_samples
 
     def schedule(self) -> Iterator[tuple[float, bool, bool]]:
-        """(step size, inject noise?, keep this draw?) for each step: ``burn_in`` steps,
-        then a draw kept every ``thin`` steps."""
         for t in range(self.num_steps):
             kept = t >= self.burn_in and (t - self.burn_in) % self.thin == self.thin - 1
             yield self.step_size_at(t), True, kept
 
 
 @dataclass(frozen=True, kw_only=True)
-class SGLDOptions(SGMCMCOptions):
+class SGLDOptions(BurnInOptions):
     """ε_t = ``step_size`` · (``decay_offset`` + t)^(−``decay_power``)."""
 
     decay_offset: float = 1.0
@@ -133,7 +149,7 @@ class SGLDOptions(SGMCMCOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SGHMCOptions(SGMCMCOptions):
+class FrictionOptions(SGMCMCOptions):
     """``friction`` α (1 − momentum); ``noise_estimate``: subtract the estimated minibatch
     gradient noise β̂ from the injected noise; ``noise_decay``: the running estimate's
     exponential-average weight of the past."""
@@ -144,23 +160,26 @@ class SGHMCOptions(SGMCMCOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SGNHTOptions(SGMCMCOptions):
+class SGHMCOptions(FrictionOptions, BurnInOptions):
+    """Options of ``sghmc``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGNHTOptions(BurnInOptions):
     """``diffusion`` A, the injected noise, which also starts the thermostat ξ."""
 
     diffusion: float = 0.01
 
 
 @dataclass(frozen=True, kw_only=True)
-class CyclicalOptions(SGHMCOptions):
-    """``num_cycles`` cosine cycles of ``cycle_length`` steps from ``step_size``; the first
-    ``exploration`` fraction of each cycle injects no noise; draws are kept every ``thin``
-    steps after it (``num_samples`` and ``burn_in`` are not used). ``friction`` is csghmc's
-    α (csgld ignores it); Zhang et al. use 1 − momentum = 0.1, momentum 0.9."""
+class CyclicalSGLDOptions(SGMCMCOptions):
+    """Options of ``csgld``: ``num_cycles`` cosine cycles of ``cycle_length`` steps from
+    ``step_size``; the first ``exploration`` fraction of each cycle injects no noise; draws
+    are kept every ``thin`` steps after it."""
 
     num_cycles: int = 4
     cycle_length: int = 1000
     exploration: float = 0.9
-    friction: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -198,6 +217,14 @@ class CyclicalOptions(SGHMCOptions):
                 yield eps, sampling, sampling and (k - self.first_sampling_step) % self.thin == 0
 
 
+@dataclass(frozen=True, kw_only=True)
+class CyclicalSGHMCOptions(FrictionOptions, CyclicalSGLDOptions):
+    """Options of ``csghmc``: ``csgld``'s cycles with SGHMC's dynamics; Zhang et al. use
+    friction 1 − momentum = 0.1."""
+
+    friction: float = 0.1
+
+
 # -- dynamics: one step each, on flat tensors -----------------------------------------------
 
 
@@ -205,7 +232,7 @@ def _noise(like: torch.Tensor, variance: float | torch.Tensor) -> torch.Tensor:
     return torch.randn_like(like) * torch.as_tensor(variance).clamp_min(0).sqrt()
 
 
-class _Langevin:
+class Langevin:
     """SGLD. Each dynamics has ``step`` and ``stats`` (statistics of the current state,
     asked for only when a draw is kept)."""
 
@@ -221,10 +248,10 @@ class _Langevin:
         return {}
 
 
-class _Hamiltonian:
+class Hamiltonian:
     """SGHMC with v = η p (Chen et al.'s reparameterisation)."""
 
-    def __init__(self, theta: torch.Tensor, options: SGHMCOptions) -> None:
+    def __init__(self, theta: torch.Tensor, options: FrictionOptions) -> None:
         self.theta, self.options = theta, options
         self.v = torch.zeros_like(theta)
         self.eta = options.step_size  # the last step's η, for the kinetic temperature
@@ -266,7 +293,7 @@ class _Hamiltonian:
         return {"kinetic_temperature": float(self.v.pow(2).mean() / self.eta)}
 
 
-class _NoseHoover:
+class NoseHoover:
     """SGNHT."""
 
     def __init__(self, theta: torch.Tensor, options: SGNHTOptions) -> None:
@@ -287,16 +314,6 @@ class _NoseHoover:
         return {"kinetic_temperature": self.kinetic, "thermostat": self.xi}
 
 
-# method -> (options type, dynamics); the options hold the step-size schedule
-SAMPLERS: dict[str, tuple[type[SGMCMCOptions], type]] = {
-    "sgld": (SGLDOptions, _Langevin),
-    "sghmc": (SGHMCOptions, _Hamiltonian),
-    "sgnht": (SGNHTOptions, _NoseHoover),
-    "csgld": (CyclicalOptions, _Langevin),
-    "csghmc": (CyclicalOptions, _Hamiltonian),
-}
-
-
 def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor | None]:
     """Row indices of each step's minibatch, or None for the full batch. Each minibatch is
     a fresh uniform subset, independent of the last (as the samplers' theory assumes: the
@@ -308,79 +325,58 @@ def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor
             yield torch.randperm(num_rows)[:batch_size]
 
 
-def _sgmcmc_chains(
+def run_sgmcmc_chain(
     model: Callable,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    seeds: list[int],
-    method: str,
+    name: str,
+    seed: int,
     options: SGMCMCOptions,
+    shared: dict[str, Any],
     progress_bar: bool,
-) -> list[Chain]:
-    """One chain of ``method`` per seed, in this process, on one compiled potential."""
-    dynamics = SAMPLERS[method][1]
-    scaled = ScaleDataPlate(len(x))(model)
-    layout = flat_layout(scaled, x, y)
-    if layout is None:
-        raise ValueError(f"{method} needs a model whose latent sites all sit outside plates")
-    potential = Potential(scaled, x, y, backend=options.backend, layout=layout)
-    chains = []
-    with tqdm(total=options.num_steps * len(seeds), desc=method, disable=not progress_bar) as bar:
-        for seed in seeds:
-            pyro.set_rng_seed(seed)
-            (start,) = flat_initial_values(
-                model, x, y, layout, init_strategy=options.init_strategy, num_chains=1
-            )
-            began = time.perf_counter()
-            state = dynamics(start, options)
-            batches = _minibatches(len(x), options.batch_size)
-            kept: list[torch.Tensor] = []
-            stats: dict[str, list[float]] = {}
-            for step, (eps, noisy, keep) in enumerate(options.schedule()):
-                index = next(batches)
-                theta = state.theta.detach().requires_grad_(True)
-                xb, yb = (x, y) if index is None else (x[index], y[index])
-                energy = potential(theta, xb, yb)
-                (grad,) = torch.autograd.grad(energy, theta)
-                if not torch.isfinite(grad).all():
-                    raise FloatingPointError(
-                        f"{method}: non-finite gradient at step {step} of the chain with "
-                        f"seed {seed}; "
-                        f"try a smaller step_size (now {options.step_size:g})"
-                    )
-                state.step(grad, eps, noisy)
-                if keep:
-                    kept.append(state.theta.detach().clone())
-                    for name, value in {"step_size": eps, "potential": energy.item(),
-                                        **state.stats()}.items():  # fmt: skip
-                        stats.setdefault(name, []).append(value)
-                bar.update()
-            theta = torch.stack(kept)[None]
-            chains.append(
-                Chain(
-                    draws={k: v.detach() for k, v in layout.constrain(theta).items()},
-                    sample_stats={k: np.asarray(v)[None] for k, v in stats.items()},
-                    timings={
-                        "sampling_s": time.perf_counter() - began,
-                        "gradients": options.num_steps,
-                    },
+    dynamics: type,
+) -> Chain:
+    """One chain of ``dynamics`` (:class:`Langevin`, :class:`Hamiltonian` or
+    :class:`NoseHoover`) on the minibatch potential, compiled once per process."""
+    if "potential" not in shared:
+        scaled = ScaleDataPlate(len(x))(model)
+        layout = flat_layout(scaled, x, y)
+        if layout is None:
+            raise ValueError(f"{name} needs a model whose latent sites all sit outside plates")
+        shared["potential"] = Potential(scaled, x, y, backend=options.backend, layout=layout)
+    potential = shared["potential"]
+    layout = potential.layout
+    (start,) = flat_initial_values(
+        model, x, y, layout, init_strategy=options.init_strategy, num_chains=1
+    )
+    began = time.perf_counter()
+    state = dynamics(start, options)
+    batches = _minibatches(len(x), options.batch_size)
+    kept: list[torch.Tensor] = []
+    stats: dict[str, list[float]] = {}
+    with tqdm(total=options.num_steps, desc=name, disable=not progress_bar) as bar:
+        for step, (eps, noisy, keep) in enumerate(options.schedule()):
+            index = next(batches)
+            theta = state.theta.detach().requires_grad_(True)
+            xb, yb = (x, y) if index is None else (x[index], y[index])
+            energy = potential(theta, xb, yb)
+            (grad,) = torch.autograd.grad(energy, theta)
+            if not torch.isfinite(grad).all():
+                raise FloatingPointError(
+                    f"{name}: non-finite gradient at step {step} of the chain with "
+                    f"seed {seed}; try a smaller step_size (now {options.step_size:g})"
                 )
-            )
-    return chains
-
-
-def run_sgmcmc(
-    model: Callable,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    method: str,
-    options: SGMCMCOptions,
-    progress_bar: bool,
-) -> Posterior:
-    """Run ``options.num_chains`` independent chains of ``method`` and return their draws,
-    with R-hat and ESS checked (:func:`~pyro_bnn.infer.chains.diagnose`)."""
-    return sample_chains(
-        _sgmcmc_chains, model, x, y, method=method, options=options, progress_bar=progress_bar
+            state.step(grad, eps, noisy)
+            if keep:
+                kept.append(state.theta.detach().clone())
+                for key, value in {"step_size": eps, "potential": energy.item(),
+                                   **state.stats()}.items():  # fmt: skip
+                    stats.setdefault(key, []).append(value)
+            bar.update()
+    theta = torch.stack(kept)[None]
+    return Chain(
+        draws={k: v.detach() for k, v in layout.constrain(theta).items()},
+        sample_stats={k: np.asarray(v)[None] for k, v in stats.items()},
+        timings={"sampling_s": time.perf_counter() - began, "gradients": options.num_steps},
     )

@@ -1,5 +1,21 @@
-"""SVI with autoguides: ``map``, ``meanfield``, ``multiplicative``, ``dwp``, ``lowrank``,
-``fullrank``."""
+"""SVI with autoguides, one chain at a time: ``map``, ``ensemble``, ``meanfield``,
+``multiplicative``, ``dwp``, ``lowrank``, ``fullrank``.
+
+A chain is one optimisation from its own seed (initialisation and minibatch order), so
+``num_chains`` independent fits of any of them make an ensemble of that method; the
+``ensemble`` method is Lakshminarayanan et al.'s (2017) deep ensemble: ``num_members`` MAP
+fits, optionally with adversarial training.
+
+Example:
+    >>> import torch
+    >>> from pyro_bnn import fit, zoo
+    >>> model = zoo.build("bayesian-linear-regression", in_features=1, noise_scale=0.1)
+    >>> x = torch.linspace(-1, 1, 30)[:, None]
+    >>> post = fit(model, x, 3 * x[:, 0], method="ensemble", num_members=3, num_steps=200,
+    ...            lr=0.05, chain_processes=1, progress_bar=False, seed=0)
+    >>> post.draws["linear.weight"].shape
+    torch.Size([3, 1, 1, 1])
+"""
 
 from __future__ import annotations
 
@@ -7,8 +23,10 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import (
     AutoDelta,
@@ -20,33 +38,43 @@ from pyro.infer.autoguide import (
 from pyro.optim import ClippedAdam
 from tqdm import tqdm
 
+from pyro_bnn.diagnostics import loss_diagnostics
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
+from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.kl_weighting import KL_WEIGHTINGS, KLWeight, kl_weights
 from pyro_bnn.infer.options import Options
-from pyro_bnn.likelihoods import ScaleDataPlate
+from pyro_bnn.likelihoods import OBS_SITE, ScaleDataPlate
 from pyro_bnn.local_reparam import LocalReparameterization
-from pyro_bnn.posterior import Posterior
 from pyro_bnn.potential import flat_potential
 
 __all__ = [
-    "GUIDES",
+    "EnsembleOptions",
     "GaussianGuideOptions",
     "ImplicitPriorOptions",
     "LowRankOptions",
     "MeanFieldOptions",
     "SVIOptions",
-    "run_svi",
+    "VariationalOptions",
+    "fullrank_guide",
+    "implicit_prior_guide",
+    "lowrank_guide",
+    "map_guide",
+    "meanfield_guide",
+    "multiplicative_guide",
+    "run_svi_chain",
 ]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SVIOptions(Options):
-    """``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
+    """Options of ``map`` (and the base of every SVI method).
+
+    ``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
     Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
-    particles); ``num_draws`` guide draws kept in the Posterior.
+    particles).
     ``kl_weighting``: how an epoch's minibatches share the KL term, ``"uniform"`` (1/M,
     the plain minibatch ELBO) or ``"blundell"`` (2^(M−i)/(2^M − 1); see
     :mod:`pyro_bnn.infer.kl_weighting`; runs ``Trace_ELBO``).
@@ -63,7 +91,6 @@ class SVIOptions(Options):
     num_particles: int = 1
     vectorize_particles: bool = False
     backend: str = "jit"
-    num_draws: int = 1000
     init_loc_fn: Callable = init_to_sample
     kl_weighting: str = "uniform"
 
@@ -71,10 +98,7 @@ class SVIOptions(Options):
         super().__post_init__()
         if self.num_steps is not None and self.num_epochs is not None:
             raise ValueError("give num_steps or num_epochs, not both")
-        if self.kl_weighting not in KL_WEIGHTINGS:
-            raise ValueError(
-                f"unknown kl_weighting {self.kl_weighting!r}; choose one of {KL_WEIGHTINGS}"
-            )
+        self.check_choice("kl_weighting", KL_WEIGHTINGS)
         self.check_choice("backend", ("pyro", "jit", "inductor"))
 
     @property
@@ -82,9 +106,55 @@ class SVIOptions(Options):
         """Whether the ELBO is the plain minibatch ELBO (the compiled potential may run it)."""
         return self.kl_weighting == "uniform"
 
+    @property
+    def draws_per_chain(self) -> int:
+        """Guide draws kept per chain (one: the point estimate)."""
+        return 1
+
+    @property
+    def adversarial_epsilon(self) -> float | None:
+        return None
+
 
 @dataclass(frozen=True, kw_only=True)
-class GaussianGuideOptions(SVIOptions):
+class EnsembleOptions(SVIOptions):
+    """Options of ``ensemble``: ``num_members`` MAP fits (chains), each from its own
+    initialisation and minibatch order. ``adversarial``: train each member on every batch
+    and on its fast-gradient-sign perturbation x + ε·sign(∇ₓ −log p(y | x, θ)), with ε
+    ``epsilon`` times each input feature's range in the training data (Lakshminarayanan
+    et al. use 0.01); the two halves share the likelihood's weight."""
+
+    num_members: int = 5
+    adversarial: bool = False
+    epsilon: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_chains != 1:
+            raise ValueError("an ensemble's chains are its members: give num_members")
+
+    @property
+    def chains(self) -> int:
+        return self.num_members
+
+    @property
+    def adversarial_epsilon(self) -> float | None:
+        return self.epsilon if self.adversarial else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariationalOptions(SVIOptions):
+    """``num_draws`` guide draws kept per chain in the Posterior."""
+
+    num_draws: int = 1000
+
+    @property
+    def draws_per_chain(self) -> int:
+        return self.num_draws
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianGuideOptions(VariationalOptions):
     """``init_scale``: initial standard deviation of the Gaussian guide."""
 
     init_scale: float = 0.01
@@ -124,43 +194,32 @@ class LowRankOptions(GaussianGuideOptions):
     rank: int | None = None
 
 
-def _map_guide(model: Callable, o: SVIOptions):
+def map_guide(model: Callable, o: SVIOptions):
     return AutoDelta(model, init_loc_fn=o.init_loc_fn)
 
 
-def _meanfield_guide(model: Callable, o: MeanFieldOptions):
+def meanfield_guide(model: Callable, o: MeanFieldOptions):
     # the fully factorised Gaussian with one flat loc and scale vector: the same family
     # as AutoNormal, but one reparameterised draw per step instead of one per site
     return AutoDiagonalNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
 
 
-def _multiplicative_guide(model: Callable, o: MeanFieldOptions):
+def multiplicative_guide(model: Callable, o: MeanFieldOptions):
     return AutoMultiplicativeNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
 
 
-def _implicit_prior_guide(model: Callable, o: ImplicitPriorOptions):
+def implicit_prior_guide(model: Callable, o: ImplicitPriorOptions):
     return AutoImplicitPriorNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
 
 
-def _lowrank_guide(model: Callable, o: LowRankOptions):
+def lowrank_guide(model: Callable, o: LowRankOptions):
     return AutoLowRankMultivariateNormal(
         model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale, rank=o.rank
     )
 
 
-def _fullrank_guide(model: Callable, o: GaussianGuideOptions):
+def fullrank_guide(model: Callable, o: GaussianGuideOptions):
     return AutoMultivariateNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
-
-
-# method -> (options type, guide builder)
-GUIDES: dict[str, tuple[type[SVIOptions], Callable]] = {
-    "map": (SVIOptions, _map_guide),
-    "meanfield": (MeanFieldOptions, _meanfield_guide),
-    "multiplicative": (MeanFieldOptions, _multiplicative_guide),
-    "dwp": (ImplicitPriorOptions, _implicit_prior_guide),
-    "lowrank": (LowRankOptions, _lowrank_guide),
-    "fullrank": (GaussianGuideOptions, _fullrank_guide),
-}
 
 
 def _num_batches(num_rows: int, batch_size: int | None) -> int:
@@ -192,14 +251,23 @@ def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
     return {name: torch.stack([s[name].detach() for s in samples])[None] for name in samples[0]}
 
 
-def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
-    """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO."""
+def _loss(scaled_model, guide, x, y, *, options: SVIOptions, shared: dict[str, Any]):
+    """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO. The potential
+    is compiled once per process and shared by its chains."""
     if options.backend != "pyro" and options.plain_elbo:
         guide(x, y)  # build the guide's prototype and parameters
-        potential = flat_potential(scaled_model, x, y, backend=options.backend)
+        if "potential" not in shared:
+            shared["potential"] = flat_potential(scaled_model, x, y, backend=options.backend)
+            if shared["potential"] is not None:
+                rows = options.batch_size or len(x)
+                if options.adversarial_epsilon is not None:
+                    rows = 2 * min(rows, len(x))
+                xs, ys = torch.cat([x, x]), torch.cat([y, y])
+                shared["potential"](
+                    torch.zeros(shared["potential"].layout.size), xs[:rows], ys[:rows]
+                )
+        potential = shared["potential"]
         if potential is not None and elbo.supports(guide, potential):
-            rows = options.batch_size or len(x)
-            potential(torch.zeros(potential.layout.size), x[:rows], y[:rows])  # compile now
             return elbo.PotentialELBO(potential, num_particles=options.num_particles)
     return Trace_ELBO(
         num_particles=options.num_particles,
@@ -208,21 +276,49 @@ def _loss(scaled_model, guide, x, y, *, method: str, options: SVIOptions):
     )
 
 
-def run_svi(
-    model: Callable,
+class AdversarialLoss:
+    """``loss`` on a batch and on its fast-gradient-sign perturbation (Goodfellow et al.
+    2015; Lakshminarayanan et al. 2017): x' = x + ε·sign(∇ₓ −log p(y | x, θ)) at the
+    guide's current draw θ, ``epsilon`` per input feature. The two copies of the batch go
+    through the model together, so the data plate's scaling gives each half weight ½."""
+
+    def __init__(self, loss: Callable, epsilon: torch.Tensor) -> None:
+        self.loss, self.epsilon = loss, epsilon
+
+    def perturb(self, model, guide, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        inputs = x.detach().requires_grad_(True)
+        with poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(inputs, y)
+            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(inputs, y)
+        site = trace.nodes[OBS_SITE]
+        nll = -site["fn"].log_prob(site["value"]).sum()
+        (grad,) = torch.autograd.grad(nll, inputs)
+        return (x + self.epsilon * grad.sign()).detach()
+
+    def __call__(self, model, guide, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        adversarial = self.perturb(model, guide, x, y)
+        return self.loss(model, guide, torch.cat([x, adversarial]), torch.cat([y, y]))
+
+
+def _fit_guide(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    method: str,
+    name: str,
+    guide,
     options: SVIOptions,
+    shared: dict[str, Any],
     progress_bar: bool,
-) -> Posterior:
-    """Fit ``method``'s guide by SVI and return its draws as a one-chain Posterior."""
-    scaled_model = ScaleDataPlate(len(x))(model)
-    guide = GUIDES[method][1](scaled_model, options)
+) -> list[float]:
+    """Run SVI on ``guide``; the loss history."""
+    scaled_model = guide.model
     num_steps = _num_steps(options, len(x))
     decay = 1.0 if options.final_lr is None else (options.final_lr / options.lr) ** (1 / num_steps)
-    loss_fn = _loss(scaled_model, guide, x, y, method=method, options=options)
+    loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
+    if options.adversarial_epsilon is not None:
+        feature_range = (x.amax(0) - x.amin(0)).clamp_min(0)
+        plain = loss_fn.differentiable_loss if isinstance(loss_fn, Trace_ELBO) else loss_fn
+        loss_fn = AdversarialLoss(plain, options.adversarial_epsilon * feature_range)
     train_model, train_guide = scaled_model, guide
     if getattr(options, "local_reparameterization", False):
         train_model = LocalReparameterization(guide)(train_model)
@@ -235,29 +331,49 @@ def run_svi(
     svi = SVI(train_model, train_guide, ClippedAdam({"lr": options.lr, "lrd": decay}), loss_fn)
     losses: list[float] = []
     batches = _minibatches(len(x), options.batch_size)
-    loop_start = time.perf_counter()
-    with tqdm(total=num_steps, desc=method, disable=not progress_bar) as bar:
+    with tqdm(total=num_steps, desc=name, disable=not progress_bar) as bar:
         for step in range(num_steps):
             index, position = next(batches)
             kl.weight = kl_scale[position]
             loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
             if not math.isfinite(loss):
                 raise FloatingPointError(
-                    f"the {method} loss became {loss} at step {step}; try a smaller lr"
+                    f"the {name} loss became {loss} at step {step}; try a smaller lr"
                 )
             losses.append(loss)
             bar.update()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-    loop_s = time.perf_counter() - loop_start
-    num_draws = 1 if method == "map" else options.num_draws
-    return Posterior(
-        model=model,
-        method=method,
-        draws=_guide_draws(guide, x, y, num_draws),
-        x_train=x,
-        y_train=y,
-        guide=guide,
+    return losses
+
+
+def run_svi_chain(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    name: str,
+    seed: int,
+    options: SVIOptions,
+    shared: dict[str, Any],
+    progress_bar: bool,
+    build_guide: Callable,
+) -> Chain:
+    """One SVI fit of ``build_guide(model, options)``: its guide draws as one chain, its
+    loss history checked for convergence (:func:`~pyro_bnn.diagnostics.loss_diagnostics`)."""
+    guide = build_guide(ScaleDataPlate(len(x))(model), options)
+    began = time.perf_counter()
+    losses = _fit_guide(
+        x, y, name=name, guide=guide, options=options, shared=shared,
+        progress_bar=progress_bar,
+    )  # fmt: skip
+    steps_s = time.perf_counter() - began
+    diagnostics, found = loss_diagnostics(losses, method=name)
+    return Chain(
+        draws=_guide_draws(guide, x, y, options.draws_per_chain),
         losses=losses,
-        timings={"steps_s": loop_s, "steps": num_steps},
+        diagnostics=diagnostics,
+        warnings=found,
+        timings={"steps_s": steps_s, "steps": len(losses)},
+        runner=guide,
     )

@@ -57,7 +57,7 @@ def test_fit_with_blundell_weighting_and_local_reparameterization():
     post = fit(model, x, y, method="meanfield", batch_size=10, num_epochs=3,
                kl_weighting="blundell", local_reparameterization=True, num_draws=5,
                progress_bar=False, seed=0)  # fmt: skip
-    assert len(post.losses) == 12 and all(map(lambda v: v == v, post.losses))
+    assert len(post.losses[0]) == 12 and all(map(lambda v: v == v, post.losses[0]))
     assert post.predict(x[:3]).mean.shape == (3,)
-    with pytest.raises(ValueError, match="unknown kl_weighting"):
+    with pytest.raises(ValueError, match="kl_weighting must be"):
         fit(model, x, y, method="meanfield", kl_weighting="steep", num_steps=1)

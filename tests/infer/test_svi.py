@@ -122,8 +122,8 @@ def test_minibatch_elbo_is_scaled_to_the_dataset(conjugate):
         progress_bar=False,
         seed=0,
     )
-    full_loss = sum(full.losses[-200:]) / 200
-    mini_loss = sum(mini.losses[-200:]) / 200
+    full_loss = sum(full.losses[0][-200:]) / 200
+    mini_loss = sum(mini.losses[0][-200:]) / 200
     assert mini_loss == pytest.approx(full_loss, rel=0.05)
 
 
@@ -138,7 +138,7 @@ def test_epochs_and_steps(conjugate):
         num_draws=5,
         progress_bar=False,
     )
-    assert len(post.losses) == 12
+    assert len(post.losses[0]) == 12
     with pytest.raises(ValueError, match="not both"):
         fit(conjugate.model(), conjugate.x, conjugate.y, num_epochs=3, num_steps=5)
 
@@ -148,17 +148,15 @@ def test_compiled_elbo_is_used_where_it_applies(conjugate):
 
     from pyro_bnn import GaussianPrior, Selector, zoo
     from pyro_bnn.infer.elbo import PotentialELBO
-    from pyro_bnn.infer.svi import GUIDES, GaussianGuideOptions, _loss
+    from pyro_bnn.infer.svi import MeanFieldOptions, _loss, meanfield_guide
 
-    options = GaussianGuideOptions()
+    options = MeanFieldOptions()
     deterministic_biases = GaussianPrior(select=Selector(hide_parameters=("bias",)))
     hidden = zoo.build("mlp-regression", in_features=2, hidden=(4,), prior=deterministic_biases)
     for model, expected in ((conjugate.model(), PotentialELBO), (hidden, Trace_ELBO)):
         with pyro.get_param_store().scope():  # the two guides share parameter names
-            guide = GUIDES["meanfield"][1](model, options)
-            loss = _loss(
-                model, guide, conjugate.x, conjugate.y, method="meanfield", options=options
-            )
+            guide = meanfield_guide(model, options)
+            loss = _loss(model, guide, conjugate.x, conjugate.y, options=options, shared={})
         assert isinstance(loss, expected)
 
 
@@ -176,4 +174,4 @@ def test_trace_elbo_with_vectorised_particles(conjugate):
         num_draws=5,
         progress_bar=False,
     )
-    assert len(post.losses) == 20 and all(map(math.isfinite, post.losses))
+    assert len(post.losses[0]) == 20 and all(map(math.isfinite, post.losses[0]))

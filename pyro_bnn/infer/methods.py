@@ -1,0 +1,115 @@
+"""The one method registry: each inference method is one small :class:`Method` in an
+explicit table.
+
+A method is its name, its keyword-only options type (an option it does not use is an
+error naming it), how it runs one chain from a seed, and whether its draws are meant to
+represent the posterior (then R-hat, ESS and divergences are checked and warned about, as
+for any sampler). Prediction replays the draws through the model for every method.
+
+Example:
+    >>> REGISTRY["ensemble"].options.__name__
+    'EnsembleOptions'
+    >>> [name for name, m in REGISTRY.items() if m.samples_posterior][:3]
+    ['nuts', 'hmc', 'rwm']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from pyro_bnn.infer import mcmc, sgmcmc, svi
+from pyro_bnn.infer.options import Options
+
+__all__ = ["REGISTRY", "Method", "method"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One inference method.
+
+    ``run_chain(model, x, y, *, name, seed, options, shared, progress_bar) -> Chain`` runs
+    one chain in the calling process (the chain runner has seeded it and entered a fresh
+    parameter store); ``shared`` is one dict per process for what its chains may share.
+    ``samples_posterior``: the draws should represent the posterior, so R-hat, ESS and
+    divergences are checked and failures warned about (for optimisers they are recorded
+    only, and the loss history is checked instead).
+    """
+
+    name: str
+    options: type[Options]
+    run_chain: Callable
+    samples_posterior: bool
+    summary: str
+
+
+def _svi(name: str, options: type[Options], guide: Callable, summary: str) -> Method:
+    return Method(name, options, partial(svi.run_svi_chain, build_guide=guide), False, summary)
+
+
+def _mcmc(name: str, options: type[Options], kernel: Callable, summary: str) -> Method:
+    return Method(name, options, partial(mcmc.run_mcmc_chain, build_kernel=kernel), True, summary)
+
+
+def _sgmcmc(name: str, options: type[Options], dynamics: type, summary: str) -> Method:
+    run = partial(sgmcmc.run_sgmcmc_chain, dynamics=dynamics)
+    return Method(name, options, run, True, summary)
+
+
+_TABLE: tuple[Method, ...] = (
+    _svi("map", svi.SVIOptions, svi.map_guide, "maximum a posteriori: AutoDelta"),
+    _svi(
+        "ensemble",
+        svi.EnsembleOptions,
+        svi.map_guide,
+        "deep ensemble: num_members MAP fits as chains (Lakshminarayanan et al. 2017)",
+    ),
+    _svi(
+        "meanfield",
+        svi.MeanFieldOptions,
+        svi.meanfield_guide,
+        "mean-field Gaussian VI: AutoDiagonalNormal (Bayes by Backprop)",
+    ),
+    _svi(
+        "multiplicative",
+        svi.MeanFieldOptions,
+        svi.multiplicative_guide,
+        "q(w) = N(θ, αθ²) on log-uniform sites (variational dropout)",
+    ),
+    _svi(
+        "dwp",
+        svi.ImplicitPriorOptions,
+        svi.implicit_prior_guide,
+        "deep weight prior: mean-field q(w) and reverse model r(z | w)",
+    ),
+    _svi(
+        "lowrank",
+        svi.LowRankOptions,
+        svi.lowrank_guide,
+        "low-rank plus diagonal Gaussian VI: AutoLowRankMultivariateNormal",
+    ),
+    _svi(
+        "fullrank",
+        svi.GaussianGuideOptions,
+        svi.fullrank_guide,
+        "full-covariance Gaussian VI: AutoMultivariateNormal",
+    ),
+    _mcmc("nuts", mcmc.NUTSOptions, mcmc.nuts_kernel, "Pyro's NUTS"),
+    _mcmc("hmc", mcmc.HMCOptions, mcmc.hmc_kernel, "Pyro's HMC"),
+    _mcmc("rwm", mcmc.RWMOptions, mcmc.rwm_kernel, "random-walk Metropolis"),
+    _sgmcmc("sgld", sgmcmc.SGLDOptions, sgmcmc.Langevin, "stochastic-gradient Langevin"),
+    _sgmcmc("sghmc", sgmcmc.SGHMCOptions, sgmcmc.Hamiltonian, "stochastic-gradient HMC"),
+    _sgmcmc("sgnht", sgmcmc.SGNHTOptions, sgmcmc.NoseHoover, "SG Nosé-Hoover thermostat"),
+    _sgmcmc("csgld", sgmcmc.CyclicalSGLDOptions, sgmcmc.Langevin, "cyclical SGLD"),
+    _sgmcmc("csghmc", sgmcmc.CyclicalSGHMCOptions, sgmcmc.Hamiltonian, "cyclical SGHMC"),
+)
+
+REGISTRY: dict[str, Method] = {m.name: m for m in _TABLE}
+
+
+def method(name: str) -> Method:
+    """The method called ``name``, or an error listing the known ones."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
