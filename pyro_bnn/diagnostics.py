@@ -55,9 +55,9 @@ def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, flo
     """
     values = np.asarray(losses, dtype=np.float64)
     n = len(values)
-    if n < 20:
+    if n < 40:  # too short to split its last tenth in halves of several steps
         return {}, []
-    tenth = max(n // 10, 2)
+    tenth = n // 10
     first, last = values[:tenth], values[-tenth:]
     early, late = last[: tenth // 2], last[tenth // 2 :]
     fall = float(early.mean() - late.mean())

@@ -33,6 +33,7 @@ __all__ = [
     "Bernoulli",
     "Categorical",
     "Gaussian",
+    "HeteroscedasticGaussian",
     "Likelihood",
     "ScaleDataPlate",
 ]
@@ -118,6 +119,43 @@ class Gaussian(Likelihood):
 
     def distribution(self, output: torch.Tensor) -> dist.Distribution:
         return dist.Normal(output, self.noise_scale(output))
+
+    def check_targets(self, y: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        _check_rows(y, self.num_rows(output), "regression")
+        if not torch.is_floating_point(y):
+            y = y.to(output.dtype)
+        return y
+
+
+class HeteroscedasticGaussian(Likelihood):
+    """y ~ N(μ(x), σ(x)²) with both heads from the network: ``f`` has shape
+    (..., rows, 2), μ = f[..., 0] and σ = softplus(f[..., 1]) + ``min_scale``
+    (Nix & Weigend 1994; Lakshminarayanan et al. 2017 use softplus and a floor too).
+
+    Example:
+        >>> import torch
+        >>> lik = HeteroscedasticGaussian()
+        >>> lik.distribution(torch.tensor([[1.0, 0.0]])).mean
+        tensor([1.])
+    """
+
+    def __init__(self, *, min_scale: float = 1e-3, num_data: int | None = None) -> None:
+        super().__init__(num_data=num_data)
+        if not (math.isfinite(min_scale) and min_scale >= 0):
+            raise ValueError(f"min_scale must be finite and non-negative, got {min_scale}")
+        self.min_scale = min_scale
+
+    def num_rows(self, output: torch.Tensor) -> int:
+        return output.shape[-2]
+
+    def distribution(self, output: torch.Tensor) -> dist.Distribution:
+        if output.shape[-1] != 2:
+            raise ValueError(
+                "a heteroscedastic Gaussian needs the network's last dimension to be 2 "
+                f"(mean and scale heads), got output of shape {tuple(output.shape)}"
+            )
+        scale = torch.nn.functional.softplus(output[..., 1]) + self.min_scale
+        return dist.Normal(output[..., 0], scale)
 
     def check_targets(self, y: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         _check_rows(y, self.num_rows(output), "regression")
