@@ -14,7 +14,7 @@ RESULTS = ROOT / "benchmarks" / "uci"
 
 
 def test_uci_card_quotes_the_committed_report(tmp_path):
-    card = ROOT / "models" / "uci_mlp.md"
+    card = ROOT / "pyro_bnn" / "zoo" / "uci_mlp.md"
     report = RESULTS / "results.md"
     if not report.exists():
         pytest.skip("no committed UCI benchmark output in benchmarks/uci/")
@@ -22,7 +22,7 @@ def test_uci_card_quotes_the_committed_report(tmp_path):
     shutil.copy(card, regenerated)
     update_card(regenerated, report.read_text(), bench="uci")
     assert regenerated.read_text() == card.read_text(), (
-        "models/uci_mlp.md is out of date: rerun `pyro-bnn bench uci ... --card models/uci_mlp.md`"
+        f"{card} is out of date: rerun `pyro-bnn bench uci ... --card {card}`"
     )
 
 
@@ -48,8 +48,8 @@ def test_dwp_card_quotes_the_committed_report(tmp_path):
     report = (results / "results.md").read_text()
     assert report == format_markdown(json.loads((results / "results.json").read_text()))
     regenerated = tmp_path / "card.md"
-    shutil.copy(ROOT / "models" / "dwp_cnn.md", regenerated)
+    shutil.copy(ROOT / "pyro_bnn" / "zoo" / "dwp_cnn.md", regenerated)
     update_card(regenerated, report, bench="dwp")
-    assert regenerated.read_text() == (ROOT / "models" / "dwp_cnn.md").read_text(), (
-        "models/dwp_cnn.md is out of date: rerun `pyro-bnn bench dwp ... --card models/dwp_cnn.md`"
+    assert regenerated.read_text() == (ROOT / "pyro_bnn" / "zoo" / "dwp_cnn.md").read_text(), (
+        "the dwp card is out of date: rerun `pyro-bnn bench dwp ... --card pyro_bnn/zoo/dwp_cnn.md`"
     )

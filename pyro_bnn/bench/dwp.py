@@ -41,7 +41,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
 from pyro_bnn.bench.plain import train_classifier
 from pyro_bnn.datasets import mnist
 from pyro_bnn.dwp import (
@@ -55,6 +54,7 @@ from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
 from pyro_bnn.priors import GaussianPrior, LogUniformPrior
+from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
 
 __all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "run_dwp_bench"]
 

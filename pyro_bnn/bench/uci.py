@@ -12,7 +12,7 @@ Every (dataset, method, split) cell:
    for the samplers, the max R-hat and the min ESS of the test predictions (with NUTS's
    divergences).
 
-The model is the zoo's ``uci-mlp`` (``models/uci_mlp.py``, card ``models/uci_mlp.md``):
+The model is the zoo's ``uci-mlp`` (``pyro_bnn/zoo/uci_mlp.py``, card ``pyro_bnn/zoo/uci_mlp.md``):
 one hidden layer of ``hidden`` ReLU units (100 for protein), N(0, c²/fan_in) on every
 weight and bias, and the observation noise learned under a Gamma prior on its
 precision, for every method. The test split is never seen before the final evaluation.
@@ -151,7 +151,7 @@ def _default_methods() -> dict[str, MethodSetting]:
 
 @dataclass(frozen=True, kw_only=True)
 class UCIProtocol:
-    """The benchmark's fixed choices (documented in ``models/uci_mlp.md``)."""
+    """The benchmark's fixed choices (documented in ``pyro_bnn/zoo/uci_mlp.md``)."""
 
     hidden: int = 50
     hidden_by_dataset: Mapping[str, int] = field(default_factory=lambda: {"protein": 100})

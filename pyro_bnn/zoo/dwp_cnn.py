@@ -26,7 +26,6 @@ from torch import nn
 from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.likelihoods import Categorical
 from pyro_bnn.priors import PriorHook, Selector
-from pyro_bnn.zoo import register
 
 __all__ = ["CONV_LAYERS", "CONV_WEIGHTS", "DWPCNN", "cnn"]
 
@@ -69,7 +68,6 @@ def default_prior() -> PriorHook:
     return DeepWeightPrior.load(shipped_prior_path())
 
 
-@register("dwp-cnn", summary="Atanov et al. CNN (conv 7x7, 5x5) under the deep weight prior")
 class DWPCNN(PyroModule):
     def __init__(
         self,

@@ -20,12 +20,10 @@ from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.layers import mlp
 from pyro_bnn.likelihoods import Bernoulli, Categorical
 from pyro_bnn.priors import GaussianPrior, PriorHook
-from pyro_bnn.zoo import register
 
 __all__ = ["MLPClassification"]
 
 
-@register("mlp-classification", summary="Bayesian MLP classifier (categorical or Bernoulli)")
 class MLPClassification(PyroModule):
     def __init__(
         self,

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import math
 
-from models.mlp_classification import MLPClassification
 from pyro_bnn.priors import PriorHook, ScaleMixturePrior
-from pyro_bnn.zoo import register
+from pyro_bnn.zoo.mlp_classification import MLPClassification
 
 __all__ = ["bbb_mlp"]
 
 
-@register("bbb-mlp", summary="Bayes by Backprop MLP: 2 hidden ReLU layers of 1200, categorical")
 def bbb_mlp(
     *,
     in_features: int = 784,

@@ -1,4 +1,8 @@
-"""Every zoo model: sites and shapes, a few SVI steps with a finite loss, predict shapes."""
+"""Every zoo model: sites and shapes, a few SVI steps with a finite loss, predict shapes;
+the zoo's table, its cards, and model modules that never import the table."""
+
+import ast
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +88,33 @@ def test_zoo_lists_every_model(capsys):
     assert all(name in out for name in CASES)
     with pytest.raises(ValueError, match="unknown zoo model 'resnet'"):
         zoo.build("resnet")
+
+
+ZOO = Path(zoo.__file__).parent
+
+
+def test_the_table_names_every_module_and_card_of_the_zoo():
+    modules = {p.stem for p in ZOO.glob("*.py")} - {"__init__"}
+    assert {e.module.rsplit(".", 1)[1] for e in zoo.entries()} == modules
+    assert {e.card for e in zoo.entries() if e.card} == {p.name for p in ZOO.glob("*.md")}
+    for entry in zoo.entries():
+        assert callable(entry.builder)
+        if entry.card:
+            assert zoo.card(entry.name) == (ZOO / entry.card).read_text()
+            assert entry.card == entry.module.rsplit(".", 1)[1] + ".md"  # beside its module
+    with pytest.raises(ValueError, match="has no card; models with one"):
+        zoo.card("mlp-regression")
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*.py")), ids=lambda p: p.name)
+def test_model_modules_do_not_import_the_zoo_table(path):
+    """A model module imports its siblings (``pyro_bnn.zoo.<module>``), never the table in
+    ``pyro_bnn.zoo`` itself: no registration by import, no import circle."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "pyro_bnn.zoo":
+            pytest.fail(f"{path.name} imports {[a.name for a in node.names]} from pyro_bnn.zoo")
+        if isinstance(node, ast.Import):
+            assert "pyro_bnn.zoo" not in [a.name for a in node.names], path.name
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

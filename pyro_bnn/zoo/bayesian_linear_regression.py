@@ -20,12 +20,10 @@ from pyro.nn import PyroModule, PyroSample
 
 from pyro_bnn.layers import Linear
 from pyro_bnn.likelihoods import Gaussian
-from pyro_bnn.zoo import register
 
 __all__ = ["BayesianLinearRegression", "exact_posterior"]
 
 
-@register("bayesian-linear-regression", summary="conjugate Bayesian linear regression")
 class BayesianLinearRegression(PyroModule):
     def __init__(
         self,

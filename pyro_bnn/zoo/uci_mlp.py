@@ -1,4 +1,4 @@
-"""``uci-mlp``: the model of the UCI regression benchmark (card: ``models/uci_mlp.md``).
+"""``uci-mlp``: the model of the UCI regression benchmark (card: ``uci_mlp.md`` beside this module).
 
 One hidden layer of ReLU units (50; 100 for protein), every weight and bias
 N(0, c²/fan_in) (:class:`~pyro_bnn.priors.FanInGaussianPrior`, ``prior_scale`` = c chosen
@@ -20,14 +20,12 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from models.mlp_regression import MLPRegression
 from pyro_bnn.priors import FanInGaussianPrior
-from pyro_bnn.zoo import register
+from pyro_bnn.zoo.mlp_regression import MLPRegression
 
 __all__ = ["uci_mlp"]
 
 
-@register("uci-mlp", summary="UCI benchmark MLP: fan-in Gaussian prior, Gamma prior on noise")
 def uci_mlp(
     *,
     in_features: int,

@@ -21,12 +21,10 @@ from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.layers import mlp
 from pyro_bnn.likelihoods import Gaussian
 from pyro_bnn.priors import GaussianPrior, PriorHook
-from pyro_bnn.zoo import register
 
 __all__ = ["MLPRegression"]
 
 
-@register("mlp-regression", summary="Bayesian MLP, Gaussian likelihood (fixed or learned noise)")
 class MLPRegression(PyroModule):
     def __init__(
         self,
