@@ -1,9 +1,9 @@
 """``pyro-bnn bench modes``: cyclical vs plain SGLD on the mixture of 25 Gaussians of
 Zhang et al. (2020, §5.1): how many modes each visits for the same number of gradients.
 
-The target, as in the authors' ``experiments/mog25.m``: 25 equally weighted Gaussians with
-covariance 0.03·I centred on the grid {−4, −2, 0, 2, 4}², written as a Pyro model whose
-only latent is the 2-D position θ (its data term does not involve θ). The samplers are the
+The target is the zoo's ``gaussian-mixture-25`` (:mod:`pyro_bnn.zoo.mixture25`): 25
+equally weighted Gaussians with covariance 0.03·I on the grid {−4, −2, 0, 2, 4}², as in
+the authors' ``experiments/mog25.m``, started uniformly on [−10, 10]². The samplers are the
 library's ``sgld`` and ``csgld`` on that model's potential, with the authors' settings
 translated to our step convention (θ ← θ − ε/2 ∇U + N(0, ε), so ε = 2η):
 
@@ -31,47 +31,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
-from torch import nn
-from torch.distributions import constraints
 from tqdm import tqdm
 
 from pyro_bnn.files import write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.infer.chains import SamplingWarning
+from pyro_bnn.zoo.mixture25 import CENTRES, VARIANCE, MixtureOf25, uniform_start
 
-__all__ = [
-    "MixtureOf25",
-    "ModesConfig",
-    "count_modes",
-    "format_markdown",
-    "run_modes",
-    "uniform_start",
-]
-
-CENTRES = torch.tensor([[2.0 * i, 2.0 * j] for i in range(-2, 3) for j in range(-2, 3)])
-VARIANCE = 0.03
-
-
-class _Mixture(dist.MixtureSameFamily):
-    """Pyro's mixture with its support stated as the plane (the default support has no
-    transform to the unconstrained space, which the samplers need)."""
-
-    support = constraints.real_vector
-
-
-class MixtureOf25(nn.Module):
-    """θ ~ the 25-Gaussian mixture; ``obs`` ~ N(0, 1) on the rows of ``x``, independent of
-    θ (the data plate every model here has), so the posterior of θ is the mixture."""
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        components = dist.Normal(CENTRES, math.sqrt(VARIANCE)).to_event(1)
-        mixture = _Mixture(dist.Categorical(logits=torch.zeros(25)), components)
-        pyro.sample("theta", mixture)
-        with pyro.plate("data", len(x)):
-            return pyro.sample("obs", dist.Normal(torch.zeros(len(x)), 1.0), obs=y)
+__all__ = ["ModesConfig", "count_modes", "format_markdown", "run_modes"]
 
 
 def count_modes(draws: torch.Tensor, *, radius: float = 3 * math.sqrt(VARIANCE)) -> int:
@@ -141,11 +109,6 @@ def run_modes(config: ModesConfig, *, out: Path, progress: bool = True) -> dict[
     (out / "results.md").write_text(format_markdown(document))
     _figure(first, out / "modes.png")
     return document
-
-
-def uniform_start(site: dict) -> torch.Tensor:
-    """The authors' start: uniform on [−10, 10]²."""
-    return torch.rand(2) * 20 - 10
 
 
 def format_markdown(document: dict[str, Any]) -> str:

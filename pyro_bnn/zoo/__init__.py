@@ -55,6 +55,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
            "Bayes by Backprop MLP: 2 hidden ReLU layers of 1200, categorical"),
     _entry("dwp-cnn", "dwp_cnn", "DWPCNN",
            "Atanov et al. CNN (conv 7x7, 5x5) under the deep weight prior", card="dwp_cnn.md"),
+    _entry("gaussian-mixture-25", "mixture25", "MixtureOf25",
+           "2-D mixture of 25 Gaussians (Zhang et al. 2020): a multimodal sampling target"),
     _entry("mlp-classification", "mlp_classification", "MLPClassification",
            "Bayesian MLP classifier (categorical or Bernoulli)"),
     _entry("mlp-regression", "mlp_regression", "MLPRegression",

@@ -32,6 +32,7 @@ CASES = {
         dict(prior=TINY_DWP, widths=(2, 3), num_classes=4, image_size=20),
         torch.randint(0, 4, (12,)),
     ),
+    "gaussian-mixture-25": ({}, torch.randn(12)),
 }
 # the shape of one input row, where it is not 3 features
 INPUT_SHAPES = {"dwp-cnn": (1, 20, 20)}
@@ -78,6 +79,7 @@ SITES = {
         "obs": (12,),
     },
     "bayesian-linear-regression": {"linear.weight": (1, 3), "linear.bias": (1,), "obs": (12,)},
+    "gaussian-mixture-25": {"theta": (2,), "obs": (12,)},
 }
 
 
