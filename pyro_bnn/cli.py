@@ -37,7 +37,7 @@ def _names(text: str) -> list[str]:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.speed import SpeedConfig, format_markdown, run_speed
+    from benchmarks.speed.bench import SpeedConfig, format_markdown, run_speed
 
     options = dict(
         data_dir=args.data_dir, numpyro=not args.no_numpyro, compute_bound=args.compute_bound
@@ -50,8 +50,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _bench_uci(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.cards import split_card, update_card
-    from pyro_bnn.bench.uci import parse_splits, run_uci
+    from benchmarks.cards import split_card, update_card
+    from benchmarks.uci.bench import parse_splits, run_uci
 
     out = Path(args.out)
     if args.card:
@@ -77,7 +77,7 @@ def _bench_uci(args: argparse.Namespace) -> int:
 
 
 def _bench_mnist_bbb(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.mnist_bbb import MnistBBBConfig, format_markdown, run_mnist_bbb
+    from benchmarks.mnist_bbb.bench import MnistBBBConfig, format_markdown, run_mnist_bbb
 
     options = {"data_dir": args.data_dir}
     if args.epochs is not None:
@@ -92,8 +92,8 @@ def _bench_mnist_bbb(args: argparse.Namespace) -> int:
 
 
 def _bench_dwp(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.cards import split_card, update_card
-    from pyro_bnn.bench.dwp import DWPBenchConfig, format_markdown, run_dwp_bench
+    from benchmarks.cards import split_card, update_card
+    from benchmarks.dwp.bench import DWPBenchConfig, format_markdown, run_dwp_bench
 
     if args.card:
         split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
@@ -111,7 +111,7 @@ def _bench_dwp(args: argparse.Namespace) -> int:
 
 
 def _bench_modes(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.modes import ModesConfig, format_markdown, run_modes
+    from benchmarks.modes.bench import ModesConfig, format_markdown, run_modes
 
     config = ModesConfig.tiny() if args.quick else ModesConfig()
     document = run_modes(config, out=Path(args.out), progress=not args.no_progress)

@@ -45,8 +45,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from benchmarks.plain import train_classifier
 from pyro_bnn import zoo
-from pyro_bnn.bench.plain import train_classifier
 from pyro_bnn.datasets import Split, mnist
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in

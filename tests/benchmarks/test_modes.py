@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from pyro_bnn.bench.modes import count_modes
+from benchmarks.modes.bench import count_modes
 from pyro_bnn.cli import main
 from pyro_bnn.zoo.mixture25 import CENTRES
 

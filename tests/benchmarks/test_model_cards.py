@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pyro_bnn.bench.cards import update_card
-from pyro_bnn.bench.uci import default_published_path, load_results
-from pyro_bnn.bench.uci_report import format_report, read_published
+from benchmarks.cards import update_card
+from benchmarks.uci.bench import default_published_path, load_results
+from benchmarks.uci.report import format_report, read_published
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "uci"
 
 
@@ -40,7 +40,7 @@ def test_dwp_card_quotes_the_committed_report(tmp_path):
     the report of the committed records."""
     import json
 
-    from pyro_bnn.bench.dwp import format_markdown
+    from benchmarks.dwp.bench import format_markdown
 
     results = ROOT / "benchmarks" / "dwp"
     if not (results / "results.json").exists():

@@ -5,7 +5,7 @@ Timings are never asserted here: speed is claimed only from the bench's own outp
 
 import json
 
-from pyro_bnn.bench.speed import SpeedConfig, run_speed
+from benchmarks.speed.bench import SpeedConfig, run_speed
 
 
 def test_speed_bench_smoke(tmp_path):
@@ -27,7 +27,7 @@ def test_speed_bench_smoke(tmp_path):
 
 
 def test_protein_like_has_protein_shape():
-    from pyro_bnn.bench.speed import protein_like
+    from benchmarks.speed.bench import protein_like
 
     data = protein_like(rows=1000)
     assert data.x_train.shape == (900, 9) and data.x_test.shape == (100, 9)

@@ -6,7 +6,7 @@ schema, the selection on validation and the pruning table are.
 
 import json
 
-from pyro_bnn.bench.mnist_bbb import PRUNE_FRACTIONS, MnistBBBConfig, run_mnist_bbb
+from benchmarks.mnist_bbb.bench import PRUNE_FRACTIONS, MnistBBBConfig, run_mnist_bbb
 from pyro_bnn.cli import main
 from tests.image_files import write_mnist
 

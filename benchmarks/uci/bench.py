@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.uci.report import format_report, read_published
 from pyro_bnn import zoo
 from pyro_bnn.arviz import row_diagnostics
-from pyro_bnn.bench.uci_report import format_report, read_published
 from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
 from pyro_bnn.datasets import data_dir as resolve_data_dir
 from pyro_bnn.files import read_json, write_json

@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from pyro_bnn.bench.uci import (
+from benchmarks.uci.bench import (
     UCIProtocol,
     load_results,
     parse_splits,
     run_uci,
 )
-from pyro_bnn.bench.uci_report import format_report, read_published
+from benchmarks.uci.report import format_report, read_published
 from pyro_bnn.cli import main
 from pyro_bnn.datasets import data_dir, uci
 from tests.uci_files import write_uci
@@ -102,7 +102,7 @@ def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
     by step_backoff; the record says how many reductions each fit took, and a sampler that
     still diverges after max_step_reductions fails its cell."""
     write_uci(tmp_path, rows=40, splits=1)
-    import pyro_bnn.bench.uci as bench
+    import benchmarks.uci.bench as bench
 
     steps = []
     real_fit = bench.fit
@@ -147,7 +147,7 @@ def test_bench_through_the_command_line(tmp_path, capsys):
     args = ["bench", "uci", "--datasets", "toy", "--methods", "map", "--splits", "0"]
     args += ["--out", str(out), "--data-dir", str(tmp_path), "--no-progress"]
     # the command runs the default protocol; keep it cheap by patching the steps
-    import pyro_bnn.bench.uci as bench
+    import benchmarks.uci.bench as bench
 
     tiny = UCIProtocol.tiny()
     original = bench.UCIProtocol
@@ -186,7 +186,7 @@ def test_corrupt_results_file_is_refused_and_left_alone(tmp_path):
 
 def test_failed_cell_is_reported_not_recorded(tmp_path, monkeypatch):
     write_uci(tmp_path, rows=40)
-    import pyro_bnn.bench.uci as bench
+    import benchmarks.uci.bench as bench
 
     def broken(*args, **kwargs):
         raise FloatingPointError("the loss became nan")
@@ -294,7 +294,7 @@ def test_bench_on_real_boston_split(tmp_path):
 
 
 def test_card_gets_the_tables_between_its_markers(tmp_path, capsys):
-    from pyro_bnn.bench.cards import markers, update_card
+    from benchmarks.cards import markers, update_card
 
     begin, end = markers("uci")
     card = tmp_path / "card.md"

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from pyro_bnn.bench.cards import markers
-from pyro_bnn.bench.dwp import DWPBenchConfig, run_dwp_bench, table_summary, training_set
+from benchmarks.cards import markers
+from benchmarks.dwp.bench import DWPBenchConfig, run_dwp_bench, table_summary, training_set
 from pyro_bnn.cli import main
 from pyro_bnn.dwp import DeepWeightPrior
 from tests.image_files import write_mnist

@@ -12,7 +12,7 @@ Every figure is reported beside its reference from the same run:
 - ``predict`` on 10,000 inputs × 1,000 draws: time and peak memory.
 
 Example:
-    >>> from pyro_bnn.bench.speed import SpeedConfig
+    >>> from benchmarks.speed.bench import SpeedConfig
     >>> SpeedConfig.quick().svi_steps
     50
 """

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pyro_bnn.bench.plain import train_classifier
+from benchmarks.plain import train_classifier
 from pyro_bnn.datasets import mnist
 from pyro_bnn.dwp import (
     SHIPPED_PRIOR,

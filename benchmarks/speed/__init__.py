@@ -1,0 +1,1 @@
+"""``pyro-bnn bench speed``: its script (``bench.py``) beside its committed records."""

@@ -1,0 +1,1 @@
+"""``pyro-bnn bench uci``: its script (``bench.py``) beside its committed records."""
