@@ -6,7 +6,8 @@ Atanov et al. (2019). Four stages, each resumable from ``out/results.json``:
   on notMNIST from different seeds; gather the kernels of each conv layer, drop the
   near-zero-norm ones (norm below ``min_norm_ratio`` × the layer's median norm), fit one
   kernel VAE per layer and save the :class:`~pyro_bnn.dwp.DeepWeightPrior` to
-  ``out/dwp_notmnist.pt`` (``ship=True`` also writes the package's copy). A figure puts
+  ``out/dwp_notmnist.pt`` (``ship=PATH`` also writes a copy there: the library's shipped
+  prior is ``pyro_bnn/data/dwp_notmnist.pt``). A figure puts
   prior samples beside real source kernels (the paper's Fig. 1c).
 - ``table``: MNIST's 10,000 images split once, seeded: 5,000 test images, and a pool of
   5,000 from which each training set of 50 … 1,000 images is drawn ``num_draws`` times.
@@ -25,13 +26,11 @@ Example:
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
-import os
-import platform
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,22 +40,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from benchmarks import harness
+from benchmarks.cards import split_card, update_card
 from benchmarks.plain import train_classifier
 from pyro_bnn.datasets import mnist
-from pyro_bnn.dwp import (
-    SHIPPED_PRIOR,
-    DeepWeightPrior,
-    collect_kernels,
-    train_kernel_vae,
-)
-from pyro_bnn.files import read_json, write_json
+from pyro_bnn.dwp import DeepWeightPrior, collect_kernels, train_kernel_vae
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
 from pyro_bnn.priors import GaussianPrior, LogUniformPrior
 from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
 
-__all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "run_dwp_bench"]
+__all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "main", "run_dwp_bench"]
 
 STAGES = ("prior", "table", "init")
 PRIORS = ("dwp", "log-uniform", "normal")
@@ -71,7 +66,7 @@ SOURCE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 @dataclass(frozen=True, kw_only=True)
-class DWPBenchConfig:
+class DWPBenchConfig(harness.Settings):
     """Every choice of the bench. Sizes per layer are (conv1, conv2)."""
 
     # prior: source networks on notMNIST, then one kernel VAE per conv layer
@@ -119,8 +114,8 @@ class DWPBenchConfig:
             )
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> DWPBenchConfig:
-        settings = dict(
+    def tiny_settings(cls) -> dict[str, Any]:
+        return dict(
             source_nets=2,
             source_epochs=1,
             source_test=20,
@@ -139,7 +134,6 @@ class DWPBenchConfig:
             feature_epochs=1,
             max_images=120,
         )
-        return cls(**{**settings, **overrides})
 
 
 # -- data -------------------------------------------------------------------------------
@@ -469,27 +463,18 @@ def curves_figure(init: dict[str, Any], path: Path) -> None:
 # -- the run ----------------------------------------------------------------------------
 
 
-def _load_json(path: Path, config: DWPBenchConfig) -> dict[str, Any]:
-    fresh = {"config": json.loads(json.dumps(asdict(config))), "table": [], "runs": []}
-    document = read_json(path)
-    if document is None:
-        return fresh
-    if not isinstance(document, dict) or document.get("config") != fresh["config"]:
-        raise ValueError(f"{path} was written with other settings; use another --out to run these")
-    return document
-
-
 def run_dwp_bench(
     config: DWPBenchConfig,
     *,
     out: Path,
     stages: tuple[str, ...] = STAGES,
-    ship: bool = False,
+    ship: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``stages`` (skipping what ``out/results.json`` already holds) and write
-    ``results.json``, ``results.md``, the prior and the figures to ``out/``."""
+    ``results.json``, ``results.md``, the prior and the figures to ``out/``; ``ship``: a
+    path the prior is also written to (the library's is ``pyro_bnn/data/dwp_notmnist.pt``)."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {list(STAGES)}")
@@ -498,7 +483,9 @@ def run_dwp_bench(
         raise ValueError(f"unknown prior(s) {sorted(unknown)}; choose from {list(PRIORS)}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    document = _load_json(path, config)
+    fresh = {"config": config.record(), "table": [], "runs": []}
+    document = harness.load_records(path, fresh=fresh, bench="dwp")
+    harness.same_settings(document.get("config", {}), fresh["config"], path=path, what="results")
     prior_path = out / "dwp_notmnist.pt"
     run_start = time.perf_counter()
     dwp = DeepWeightPrior.load(prior_path) if prior_path.exists() else None
@@ -506,12 +493,10 @@ def run_dwp_bench(
         dwp, kernels, document["prior"] = learn_prior(config, progress=progress)
         dwp.save(prior_path)
         kernels_figure(dwp, kernels, out / "kernels.png", seed=config.seed)
-        write_json(path, document)
+        harness.save(out, document, format_markdown(document))
         log(f"prior: {_prior_summary(document['prior'])}")
-    if ship and dwp is not None:
-        import pyro_bnn
-
-        dwp.save(Path(pyro_bnn.__file__).parent / SHIPPED_PRIOR)
+    if ship is not None and dwp is not None:
+        dwp.save(ship)
     data = mnist_pool_and_test(config) if {"table", "init"} & set(stages) else None
     if "table" in stages:
         done = {(r["prior"], r["size"], r["draw"]) for r in document["table"]}
@@ -527,7 +512,7 @@ def run_dwp_bench(
             for prior_name, size, draw in cells:
                 row = run_table_cell(prior_name, size, draw, config=config, dwp=dwp, data=data)
                 document["table"].append(row)
-                write_json(path, document)
+                harness.save(out, document, format_markdown(document))
                 bar.write(
                     f"{prior_name:>11s} n={size:<5d} draw {draw}: accuracy "
                     f"{row['accuracy']:.3f}  {row['fit_s']:.0f}s"
@@ -538,7 +523,7 @@ def run_dwp_bench(
             raise ValueError("the init stage needs the prior: run the prior stage first")
         document["init"] = run_init_experiments(config, dwp, data, progress=progress)
         curves_figure(document["init"], out / "init_curves.png")
-        write_json(path, document)
+        harness.save(out, document, format_markdown(document))
     document["runs"].append(
         {
             "date": date.today().isoformat(),
@@ -546,9 +531,8 @@ def run_dwp_bench(
             "elapsed_s": time.perf_counter() - run_start,
         }
     )
-    document["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    write_json(path, document)
-    (out / "results.md").write_text(format_markdown(document))
+    document["machine"] = harness.machine()
+    harness.save(out, document, format_markdown(document))
     return document
 
 
@@ -591,7 +575,7 @@ def _source_optimizer(config: dict[str, Any]) -> str:
 
 def _size_table_header(sizes: list[int]) -> list[str]:
     """The header rows of a table with one column per training-set size."""
-    return ["| prior | " + " | ".join(str(n) for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    return harness.table_header("prior", *map(str, sizes))
 
 
 def format_markdown(document: dict[str, Any]) -> str:
@@ -614,17 +598,18 @@ def format_markdown(document: dict[str, Any]) -> str:
             f"accuracy {np.mean(acc):.3f} (min {min(acc):.3f}). Kernels with norm below "
             f"{config['min_norm_ratio']:g} × the layer's median were dropped.",
             "",
-            "| layer | kernel | kernels | dropped (threshold) | VAE z | VAE trained on | "
-            "VAE epochs | VAE −ELBO / kernel | VAE time |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
+            *harness.table_header(
+                "layer", "kernel", "kernels", "dropped (threshold)", "VAE z", "VAE trained on",
+                "VAE epochs", "VAE −ELBO / kernel", "VAE time",
+            ),
+        ]  # fmt: skip
         for i, (layer, e) in enumerate(prior["layers"].items()):
-            lines.append(
-                f"| {layer} | {e['kernel_size']}×{e['kernel_size']} | {e['kernels_total']} | "
-                f"{e['kernels_dropped']} ({e['norm_threshold']:.3g}) | {config['vae_z_dim'][i]} | "
-                f"{e['vae_training_kernels']} | {config['vae_epochs'][i]} | "
-                f"{e['vae_final_loss']:.2f} | {e['vae_s']:.0f} s |"
-            )
+            lines.append(harness.table_row(
+                layer, f"{e['kernel_size']}×{e['kernel_size']}", e["kernels_total"],
+                f"{e['kernels_dropped']} ({e['norm_threshold']:.3g})", config["vae_z_dim"][i],
+                e["vae_training_kernels"], config["vae_epochs"][i], f"{e['vae_final_loss']:.2f}",
+                f"{e['vae_s']:.0f} s",
+            ))  # fmt: skip
         lines.append(
             f"\nPrior stage {prior['wall_s'] / 60:.1f} min "
             f"(source nets {prior['source_s'] / 60:.1f} min)."
@@ -647,11 +632,11 @@ def format_markdown(document: dict[str, Any]) -> str:
             cells = [
                 f"{by_size[n][0]:.3f} ± {by_size[n][1]:.3f}" if n in by_size else "–" for n in sizes
             ]
-            lines.append(f"| {prior_name} | " + " | ".join(cells) + " |")
+            lines.append(harness.table_row(prior_name, *cells))
             paper = [
                 f"{PAPER[prior_name][n]:.3f}" if n in PAPER[prior_name] else "–" for n in sizes
             ]
-            lines.append(f"| {prior_name} (paper) | " + " | ".join(paper) + " |")
+            lines.append(harness.table_row(f"{prior_name} (paper)", *paper))
         train = table_summary(document["table"], field="train_accuracy")
         lines += [
             "",
@@ -662,7 +647,7 @@ def format_markdown(document: dict[str, Any]) -> str:
         ]
         for prior_name, by_size in train.items():
             cells = [f"{by_size[n][0]:.3f}" if n in by_size else "–" for n in sizes]
-            lines.append(f"| {prior_name} | " + " | ".join(cells) + " |")
+            lines.append(harness.table_row(prior_name, *cells))
         fit_s = sum(r["fit_s"] + r["predict_s"] for r in document["table"])
         lines.append(f"\nTable cells: {fit_s / 60:.1f} min of fitting and prediction.")
     if "init" in document:
@@ -674,26 +659,68 @@ def format_markdown(document: dict[str, Any]) -> str:
             "Test accuracy of a plain CNN trained on the pool, after each epoch "
             "(mean over seeds; epoch 0 is at initialisation):",
             "",
-            "| init | "
-            + " | ".join(f"epoch {i}" for i in range(len(init["curves"]["dwp"][0])))
-            + " |",
-            "|---|" + "---|" * len(init["curves"]["dwp"][0]),
+            *harness.table_header(
+                "init", *(f"epoch {i}" for i in range(len(init["curves"]["dwp"][0])))
+            ),
         ]
         for how, curves in init["curves"].items():
             mean = np.mean(curves, axis=0)
-            lines.append(f"| {how} | " + " | ".join(f"{a:.3f}" for a in mean) + " |")
+            lines.append(harness.table_row(how, *(f"{a:.3f}" for a in mean)))
         lines += [
             "",
             "Random-feature extraction (convs frozen at initialisation, only the "
             "last layer trained):",
             "",
-            "| widths | init | test accuracy |",
-            "|---|---|---|",
+            *harness.table_header("widths", "init", "test accuracy"),
         ]
         for entry in init["random_features"]:
-            lines.append(
-                f"| {entry['widths'][0]}, {entry['widths'][1]} | {entry['init']} | "
-                f"{np.mean(entry['accuracy']):.3f} |"
-            )
+            lines.append(harness.table_row(
+                f"{entry['widths'][0]}, {entry['widths'][1]}", entry["init"],
+                f"{np.mean(entry['accuracy']):.3f}",
+            ))  # fmt: skip
     lines.append(f"\nTotal wall time {elapsed / 60:.1f} min over {len(runs)} run(s).")
     return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command(
+        "dwp",
+        "deep weight prior vs N(0, 1) and log-uniform on small MNIST training sets",
+        data="mnist/ and notmnist/",
+    )
+    parser.add_argument("--stages", default="prior,table,init", help="any of prior, table, init")
+    parser.add_argument(
+        "--ship",
+        default=None,
+        metavar="PATH",
+        help="also write the learned prior to PATH (the library's shipped prior: "
+        "pyro_bnn/data/dwp_notmnist.pt)",
+    )
+    parser.add_argument(
+        "--card", default=None, help="model card whose result section gets the tables"
+    )
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.card:
+        split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
+    options = {"data_dir": args.data_dir}
+    config = DWPBenchConfig.tiny(**options) if args.quick else DWPBenchConfig(**options)
+    out = Path(args.out)
+    ship = Path(args.ship) if args.ship else None
+    document = run_dwp_bench(config, out=out, stages=tuple(harness.names(args.stages)),
+                             ship=ship, progress=not args.no_progress)  # fmt: skip
+    print(format_markdown(document))
+    print(f"written to {out}/results.json, results.md, dwp_notmnist.pt and the figures")
+    if ship is not None:
+        print(f"the prior also written to {ship}")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="dwp")
+        print(f"tables written into {args.card}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench dwp …`` / ``python -m benchmarks.dwp …``."""
+    return harness.main(build_parser(), _command, argv)

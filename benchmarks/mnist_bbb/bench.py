@@ -29,13 +29,11 @@ Example:
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
-import os
-import platform
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from benchmarks import harness
 from benchmarks.plain import train_classifier
 from pyro_bnn import zoo
 from pyro_bnn.datasets import Split, mnist
@@ -57,7 +56,7 @@ from pyro_bnn.posterior import Posterior
 from pyro_bnn.priors import GaussianPrior, ScaleMixturePrior
 from pyro_bnn.pruning import prune_by_snr
 
-__all__ = ["MnistBBBConfig", "format_markdown", "run_mnist_bbb"]
+__all__ = ["MnistBBBConfig", "format_markdown", "main", "run_mnist_bbb"]
 
 PRUNE_FRACTIONS = (0.0, 0.5, 0.75, 0.95, 0.98)
 # the paper's scale-mixture grid: π, −log σ1, −log σ2
@@ -79,7 +78,7 @@ def latin_square(a, b, c) -> tuple[tuple[float, float, float], ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MnistBBBConfig:
+class MnistBBBConfig(harness.Settings):
     """Every choice of the bench; ``mixture_grid`` holds (π, −log σ1, −log σ2) triples."""
 
     width: int = 1200
@@ -102,8 +101,8 @@ class MnistBBBConfig:
     data_dir: str | None = None
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> MnistBBBConfig:
-        settings = dict(
+    def tiny_settings(cls) -> dict[str, Any]:
+        return dict(
             width=16,
             epochs=1,
             validation=40,
@@ -115,7 +114,6 @@ class MnistBBBConfig:
             predict_draws=3,
             variance_repeats=3,
         )
-        return cls(**{**settings, **overrides})
 
 
 @dataclass
@@ -313,16 +311,15 @@ def run_mnist_bbb(
         }
     _weights_figure(best, out / "weights.png")
     report.update(
-        config=json.loads(json.dumps(asdict(config))),
+        config=config.record(),
         wall_s=time.perf_counter() - start,
         date=date.today().isoformat(),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        machine=harness.machine(),
         n_fit=len(x),
         n_validation=len(x_val),
         n_test=len(data.x_test),
     )
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(format_markdown(report))
+    harness.save(out, report, format_markdown(report))
     return report
 
 
@@ -338,18 +335,19 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"{report['n_test']} test; {report['config']['epochs']} epochs, two hidden layers of "
         f"{report['config']['width']}. Paper: Blundell et al. 2015, Table 1, full MNIST, 2 × 1200.",
         "",
-        "| method | chosen on validation | test error | paper (full MNIST) |",
-        "|---|---|---|---|",
+        *harness.table_header("method", "chosen on validation", "test error", "paper (full MNIST)"),
     ]
     for method, entry in report["methods"].items():
         setting = ", ".join(f"{k}={v:g}" for k, v in entry["chosen"].items())
-        lines.append(
-            f"| {method} | {setting} | {100 * entry['test_error']:.2f} % | {PAPER[method]:.2f} % |"
-        )
+        lines.append(harness.table_row(
+            method, setting, f"{100 * entry['test_error']:.2f} %", f"{PAPER[method]:.2f} %"
+        ))  # fmt: skip
     if "pruning" in report:
-        lines += ["", "| weights removed by SNR (bbb_mixture) | test error |", "|---|---|"]
-        lines += [f"| {100 * p['fraction']:.0f} % | {100 * p['test_error']:.2f} % |"
-                  for p in report["pruning"]]  # fmt: skip
+        lines += ["", *harness.table_header("weights removed by SNR (bbb_mixture)", "test error")]
+        lines += [
+            harness.table_row(f"{100 * p['fraction']:.0f} %", f"{100 * p['test_error']:.2f} %")
+            for p in report["pruning"]
+        ]
     if "local_reparameterization" in report:
         lr = report["local_reparameterization"]
         lines += [
@@ -361,3 +359,32 @@ def format_markdown(report: dict[str, Any]) -> str:
         ]
     lines.append(f"\nTotal wall time {report['wall_s'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command(
+        "mnist-bbb",
+        "Bayes by Backprop vs SGD and dropout on MNIST, with SNR pruning",
+        data="mnist/",
+    )
+    parser.add_argument("--methods", default="sgd,dropout,bbb_gaussian,bbb_mixture")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per candidate")
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {"data_dir": args.data_dir}
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    config = MnistBBBConfig.tiny(**options) if args.quick else MnistBBBConfig(**options)
+    methods = tuple(harness.names(args.methods))
+    report = run_mnist_bbb(config, out=Path(args.out), methods=methods,
+                           progress=not args.no_progress)  # fmt: skip
+    print(format_markdown(report))
+    print(f"written to {args.out}/results.json, results.md and weights.png")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench mnist-bbb …`` / ``python -m benchmarks.mnist_bbb …``."""
+    return harness.main(build_parser(), _command, argv)

@@ -23,10 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from pyro_bnn.files import write_json
+from benchmarks import harness
 from pyro_bnn.infer import fit
 from pyro_bnn.infer.chains import SamplingWarning
 from pyro_bnn.zoo.mixture25 import CENTRES, VARIANCE, MixtureOf25, uniform_start
 
-__all__ = ["ModesConfig", "count_modes", "format_markdown", "run_modes"]
+__all__ = ["ModesConfig", "count_modes", "format_markdown", "main", "run_modes"]
 
 
 def count_modes(draws: torch.Tensor, *, radius: float = 3 * math.sqrt(VARIANCE)) -> int:
@@ -49,7 +51,7 @@ def count_modes(draws: torch.Tensor, *, radius: float = 3 * math.sqrt(VARIANCE))
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModesConfig:
+class ModesConfig(harness.Settings):
     """The authors' schedule; ``seeds``: independent runs (one chain each) per method."""
 
     num_steps: int = 50_000
@@ -61,8 +63,8 @@ class ModesConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3)
 
     @classmethod
-    def tiny(cls) -> ModesConfig:
-        return cls(num_steps=600, num_cycles=3, seeds=(0,))
+    def tiny_settings(cls) -> dict[str, Any]:
+        return dict(num_steps=600, num_cycles=3, seeds=(0,))
 
     def options(self, method: str) -> dict[str, Any]:
         if method == "sgld":
@@ -101,33 +103,37 @@ def run_modes(config: ModesConfig, *, out: Path, progress: bool = True) -> dict[
                 first.setdefault(method, theta)
                 bar.update()
     document = {
-        "config": asdict(config),
+        "config": config.record(),
         "records": records,
         "date": date.today().isoformat(),
+        "machine": harness.machine(),
     }
-    write_json(out / "results.json", document)
-    (out / "results.md").write_text(format_markdown(document))
+    harness.save(out, document, format_markdown(document))
     _figure(first, out / "modes.png")
     return document
 
 
 def format_markdown(document: dict[str, Any]) -> str:
+    """The report of a ``results.json`` document (the machine where it was recorded)."""
+    config = document["config"]
+    where = f" on {document['machine']}" if "machine" in document else ""
     lines = [
         "# Modes of the 25-Gaussian mixture visited, cyclical vs plain SGLD",
         "",
-        f"Measured {document['date']}; {document['config']['num_steps']:,} gradients per run, "
-        f"one chain per seed, seeds {document['config']['seeds']}.",
+        f"Measured {document['date']}{where}; {config['num_steps']:,} gradients per run, "
+        f"one chain per seed, seeds ({', '.join(map(str, config['seeds']))}).",
         "",
-        "| method | modes visited (of 25), per seed | mean | draws kept per run |",
-        "|---|---|---|---|",
+        *harness.table_header(
+            "method", "modes visited (of 25), per seed", "mean", "draws kept per run"
+        ),
     ]
     for method in METHODS:
         rows = [r for r in document["records"] if r["method"] == method]
         counts = [r["modes_visited"] for r in rows]
-        lines.append(
-            f"| {method} | {', '.join(map(str, counts))} | {sum(counts) / len(counts):.1f} "
-            f"| {rows[0]['draws']:,} |"
-        )
+        lines.append(harness.table_row(
+            method, ", ".join(map(str, counts)), f"{sum(counts) / len(counts):.1f}",
+            f"{rows[0]['draws']:,}",
+        ))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -151,3 +157,22 @@ def _figure(draws: dict[str, torch.Tensor], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return harness.command(
+        "modes", "cyclical vs plain SGLD: modes of a 25-Gaussian mixture visited"
+    )
+
+
+def _command(args: argparse.Namespace) -> int:
+    config = ModesConfig.tiny() if args.quick else ModesConfig()
+    document = run_modes(config, out=Path(args.out), progress=not args.no_progress)
+    print(format_markdown(document))
+    print(f"written to {args.out}/results.json, results.md and modes.png")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench modes …`` / ``python -m benchmarks.modes …``."""
+    return harness.main(build_parser(), _command, argv)

@@ -12,41 +12,41 @@ Every figure is reported beside its reference from the same run:
 - ``predict`` on 10,000 inputs × 1,000 draws: time and peak memory.
 
 Example:
-    >>> from benchmarks.speed.bench import SpeedConfig
-    >>> SpeedConfig.quick().svi_steps
+    >>> SpeedConfig.tiny().svi_steps
     50
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-import json
-import platform
 import resource
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
+from benchmarks import harness
 from pyro_bnn import zoo
 from pyro_bnn.arviz import prediction_diagnostics, row_diagnostics
 from pyro_bnn.datasets import Split, uci
 from pyro_bnn.infer import fit
 
-__all__ = ["SpeedConfig", "format_markdown", "run_speed"]
+__all__ = ["SpeedConfig", "format_markdown", "main", "run_speed"]
 
 HIDDEN = 50
 PRECISION = (1.0, 0.05)  # Gamma(concentration, rate) on the noise precision
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeedConfig:
+class SpeedConfig(harness.Settings):
     svi_steps: int = 2000
     nuts_warmup: int = 300
     nuts_samples: int = 300
@@ -61,17 +61,9 @@ class SpeedConfig:
     compute_bound: bool = False
 
     @classmethod
-    def quick(cls, **kwargs) -> SpeedConfig:
-        """Tiny settings for smoke tests (figures are not meaningful)."""
-        return cls(
-            svi_steps=50,
-            nuts_warmup=10,
-            nuts_samples=10,
-            max_tree_depths=(3,),
-            predict_rows=500,
-            predict_draws=50,
-            **kwargs,
-        )
+    def tiny_settings(cls) -> dict[str, Any]:
+        return dict(svi_steps=50, nuts_warmup=10, nuts_samples=10, max_tree_depths=(3,),
+                    predict_rows=500, predict_draws=50)  # fmt: skip
 
 
 def _data(config: SpeedConfig) -> tuple[Split, str]:
@@ -380,11 +372,9 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
     data, source = _data(config)
     results: dict = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        "machine": harness.machine(),
         "data": source,
-        "config": asdict(config),
+        "config": config.record(),
         "svi_ms_per_step": {
             "floor_adam": _per_step_ms(lambda n: _floor_step(data, n), config.svi_steps),
             "hand_written_bbb": _per_step_ms(lambda n: _bbb_step(data, n), config.svi_steps),
@@ -406,9 +396,7 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
     if config.compute_bound:
         results["compute_bound"] = run_compute_bound(config)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "speed.json").write_text(json.dumps(results, indent=2))
-        (out / "speed.md").write_text(format_markdown(results))
+        harness.save(out, results, format_markdown(results), name="speed")
     return results
 
 
@@ -422,8 +410,8 @@ def _row(
 ) -> str:
     value = f"{ours:{fmt}}{unit}"
     if ref is None:
-        return f"| {what} | {value} | {ref_name} | |"
-    return f"| {what} | {value} | {ref_name} {ref:{fmt}}{unit} | {ours / ref:.2f} |"
+        return harness.table_row(what, value, ref_name) + " |"  # an empty ratio cell
+    return harness.table_row(what, value, f"{ref_name} {ref:{fmt}}{unit}", f"{ours / ref:.2f}")
 
 
 def _nuts_rows(ours: dict, numpyro: dict) -> list[str]:
@@ -557,12 +545,19 @@ def format_markdown(results: dict) -> str:
         ]
     same = results["same_posterior"]
     rows += [
-        f"| meanfield final loss, compiled ELBO (mean ± sd, last 20 % of steps) | "
-        f"{same['compiled']['final_loss_mean']:.1f} ± {same['compiled']['final_loss_sd']:.1f} | "
-        f"`Trace_ELBO` {same['trace_elbo']['final_loss_mean']:.1f} ± "
-        f"{same['trace_elbo']['final_loss_sd']:.1f} | |",
-        f"| meanfield test log-likelihood (standardised y) | {same['compiled']['test_ll']:.3f} | "
-        f"`Trace_ELBO` {same['trace_elbo']['test_ll']:.3f} | |",
+        harness.table_row(
+            "meanfield final loss, compiled ELBO (mean ± sd, last 20 % of steps)",
+            f"{same['compiled']['final_loss_mean']:.1f} ± {same['compiled']['final_loss_sd']:.1f}",
+            f"`Trace_ELBO` {same['trace_elbo']['final_loss_mean']:.1f} ± "
+            f"{same['trace_elbo']['final_loss_sd']:.1f}",
+        )
+        + " |",
+        harness.table_row(
+            "meanfield test log-likelihood (standardised y)",
+            f"{same['compiled']['test_ll']:.3f}",
+            f"`Trace_ELBO` {same['trace_elbo']['test_ll']:.3f}",
+        )
+        + " |",
     ]
     cfg = results["config"]
     header = (
@@ -576,10 +571,36 @@ def format_markdown(results: dict) -> str:
             [
                 header,
                 "",
-                "| measurement | pyro-bnn | reference | ratio |",
-                "|---|---|---|---|",
+                *harness.table_header("measurement", "pyro-bnn", "reference", "ratio"),
                 *rows,
             ]
         )
         + "\n"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command("speed", "SVI, NUTS and predict speed against references", data="uci/")
+    parser.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro reference")
+    parser.add_argument(
+        "--compute-bound",
+        action="store_true",
+        help="also run NUTS on protein-sized synthetic data (100 units)",
+    )
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    options = dict(
+        data_dir=args.data_dir, numpyro=not args.no_numpyro, compute_bound=args.compute_bound
+    )
+    config = SpeedConfig.tiny(**options) if args.quick else SpeedConfig(**options)
+    results = run_speed(config, out=Path(args.out))
+    print(format_markdown(results))
+    print(f"written to {args.out}/speed.json and speed.md")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench speed …`` / ``python -m benchmarks.speed …``."""
+    return harness.main(build_parser(), _command, argv)

@@ -27,13 +27,13 @@ Example:
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
 import multiprocessing
 import os
-import platform
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -44,12 +44,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks import harness
+from benchmarks.cards import split_card, update_card
 from benchmarks.uci.report import format_report, read_published
 from pyro_bnn import zoo
 from pyro_bnn.arviz import row_diagnostics
 from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
 from pyro_bnn.datasets import data_dir as resolve_data_dir
-from pyro_bnn.files import read_json, write_json
 from pyro_bnn.infer import fit
 from pyro_bnn.metrics import rmse, test_log_likelihood
 
@@ -60,6 +61,7 @@ __all__ = [
     "UCIProtocol",
     "default_published_path",
     "load_results",
+    "main",
     "parse_splits",
     "run_uci",
 ]
@@ -150,7 +152,7 @@ def _default_methods() -> dict[str, MethodSetting]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class UCIProtocol:
+class UCIProtocol(harness.Settings):
     """The benchmark's fixed choices (documented in ``pyro_bnn/zoo/uci_mlp.md``)."""
 
     hidden: int = 50
@@ -167,13 +169,13 @@ class UCIProtocol:
             )
 
     @classmethod
-    def tiny(cls) -> UCIProtocol:
+    def tiny_settings(cls) -> dict[str, Any]:
         """Settings for tests: seconds per cell, the same code path."""
         svi = dict(num_steps=30, lr=0.01, backend="jit", num_draws=50)
         sg = dict(batch_size=8, backend="jit", thin=2)
         chain = dict(**sg, burn_in=20, num_samples=20)
         cycles = dict(**sg, num_cycles=2, cycle_length=20, exploration=0.5)
-        return cls(
+        return dict(
             hidden=8,
             methods={
                 "nuts": MethodSetting(
@@ -207,7 +209,7 @@ class UCIProtocol:
     def describe(self) -> dict[str, Any]:
         """A JSON-able record of every choice, stored with the results (the divergence
         backoff only for the methods with a step-size law, the only ones it applies to)."""
-        described = json.loads(json.dumps(asdict(self), default=str))
+        described = self.record()
         for setting in described["methods"].values():
             if setting["step_size_law"] is None:
                 del setting["step_backoff"], setting["max_step_reductions"]
@@ -330,12 +332,7 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
 
 def load_results(path: Path) -> dict[str, Any]:
     """``results.json``, or a fresh document; a file that is not ours is an error."""
-    document = read_json(path)
-    if document is None:
-        return {"records": []}
-    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
-        raise ValueError(f"{path} has no 'records' list; it was not written by bench uci")
-    return document
+    return harness.load_records(path, fresh={"records": []}, bench="uci")
 
 
 def _cells(
@@ -357,10 +354,6 @@ def _cells(
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
-
-
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def run_uci(
@@ -406,7 +399,7 @@ def run_uci(
     todo = [cell for cell in cells if cell.key not in done]
     _record_settings(document, protocol, methods, path)
     document.setdefault("started", date.today().isoformat())
-    document["machine"] = _machine()
+    document["machine"] = harness.machine()
     log(f"{len(cells) - len(todo)} of {len(cells)} cells already in {path}; running {len(todo)}")
 
     def record(result: dict[str, Any]) -> None:
@@ -426,9 +419,8 @@ def run_uci(
         bar.write(f"{cell.dataset:>10s} {cell.method:>9s} split {cell.split:>2d}: FAILED {message}")
         bar.update()
 
-    def save() -> None:
-        write_json(path, document)  # atomic: an interruption never half-writes it
-        (out / "results.md").write_text(format_report(document, reference))
+    def save() -> None:  # atomic: an interruption never half-writes either file
+        harness.save(out, document, format_report(document, reference))
 
     document["failures"] = []  # failures are retried by the next run
     done_before = len(document["records"])
@@ -461,12 +453,7 @@ def _record_settings(
     for method in methods:
         now = described["methods"][method]
         before = stored["methods"].setdefault(method, now)
-        changed = sorted(k for k in set(now) | set(before) if before.get(k) != now.get(k))
-        if changed:
-            raise ValueError(
-                f"{path} holds {method} results measured with other settings "
-                f"({', '.join(changed)}); use another --out directory"
-            )
+        harness.same_settings(before, now, path=path, what=f"{method} results")
 
 
 def _run_cells(protocol, todo: list[Cell], data_dir, jobs: int, record, failed) -> None:
@@ -495,3 +482,58 @@ def _run_cells(protocol, todo: list[Cell], data_dir, jobs: int, record, failed) 
 def default_published_path(data_dir: str | None) -> Path:
     """``<data_dir>/../reference/uci_published.csv``."""
     return resolve_data_dir(data_dir).parent / "reference" / "uci_published.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command(
+        "uci",
+        "UCI regression on the standard splits, beside the published table",
+        data="uci/",
+        quick=False,
+    )
+    parser.add_argument(
+        "--datasets",
+        default="boston,concrete,energy,kin8nm,wine,yacht",
+        help="comma-separated dataset folders under <data-dir>/uci/",
+    )
+    parser.add_argument("--methods", default="nuts,meanfield,lowrank,map")
+    parser.add_argument("--splits", default="all", help="e.g. 0-19, 0,3,5-7 or all (default)")
+    parser.add_argument(
+        "--published",
+        default=None,
+        help="published table (default: <data-dir>/../reference/uci_published.csv)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    parser.add_argument(
+        "--card", default=None, help="model card whose result section gets the tables"
+    )
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.card:
+        split_card(Path(args.card), bench="uci")  # a card without its markers fails before the run
+    document = run_uci(
+        datasets=harness.names(args.datasets),
+        methods=harness.names(args.methods),
+        splits=parse_splits(args.splits),
+        out=out,
+        data_dir=args.data_dir,
+        published=Path(args.published) if args.published else None,
+        jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    print(f"written to {out}/results.json and results.md")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="uci")
+        print(f"tables written into {args.card}")
+    if document["failures"]:
+        print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench uci …`` / ``python -m benchmarks.uci …``."""
+    return harness.main(build_parser(), _command, argv)

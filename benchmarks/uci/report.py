@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import table_header, table_row
+
 __all__ = [
     "PUBLISHED_SOURCES",
     "Published",
@@ -129,8 +131,7 @@ def _metric_table(
     lines = [
         f"### {METRICS[metric]}",
         "",
-        "| dataset | " + " | ".join([f"**{m}**" for m in methods] + labels) + " |",
-        "|---|" + "---|" * (len(methods) + len(columns)),
+        *table_header("dataset", *(f"**{m}**" for m in methods), *labels),
     ]
     for dataset in datasets:
         cells = []
@@ -147,7 +148,7 @@ def _metric_table(
                 cells.append(
                     f"{mean:.{digits}f}" + ("" if spread is None else f" ± {spread:.{digits}f}")
                 )
-        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        lines.append(table_row(dataset, *cells))
     return lines
 
 
@@ -177,10 +178,11 @@ def _comparisons(datasets: list[str], table, published: Published) -> list[str]:
         "NUTS test log-likelihood against the best published column; NUTS RMSE against the "
         "best published RMSE plus one NUTS standard error; `meanfield` against MCVI.",
         "",
-        "| dataset | NUTS LL | best published LL | beats | NUTS RMSE | best published RMSE "
-        "| within 1 se | meanfield LL | MCVI LL | reaches |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        *table_header(
+            "dataset", "NUTS LL", "best published LL", "beats", "NUTS RMSE",
+            "best published RMSE", "within 1 se", "meanfield LL", "MCVI LL", "reaches",
+        ),
+    ]  # fmt: skip
     for dataset in datasets:
         row = [dataset]
         nuts = table.get((dataset, "nuts"), {})
@@ -212,7 +214,7 @@ def _comparisons(datasets: list[str], table, published: Published) -> list[str]:
             row += [f"{mean:.2f}", f"{mcvi[0]:.2f}", _yes(mean >= mcvi[0])]
         else:
             row += ["", "", ""]
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append(table_row(*row))
     return lines
 
 
@@ -228,8 +230,7 @@ def _cost_table(datasets: list[str], methods: list[str], table) -> list[str]:
     lines = [
         "### Wall time per split (seconds, validation selection included)",
         "",
-        "| dataset | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
+        *table_header("dataset", *methods),
     ]
     totals = dict.fromkeys(methods, 0.0)
     for dataset in datasets:
@@ -238,11 +239,9 @@ def _cost_table(datasets: list[str], methods: list[str], table) -> list[str]:
             values = table.get((dataset, method), {}).get("wall_s", [])
             totals[method] += sum(values)
             cells.append(f"{sum(values) / len(values):.0f}" if values else "")
-        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        lines.append(table_row(dataset, *cells))
     lines.append(
-        "| **total, hours of one process** | "
-        + " | ".join(f"{totals[m] / 3600:.2f}" for m in methods)
-        + " |"
+        table_row("**total, hours of one process**", *(f"{totals[m] / 3600:.2f}" for m in methods))
     )
     return lines
 
@@ -251,10 +250,11 @@ def _nuts_table(datasets: list[str], table) -> list[str]:
     lines = [
         "### NUTS diagnostics (test predictions f(x), over splits)",
         "",
-        "| dataset | splits | divergences (total) | max R-hat | min ESS (worst split) "
-        "| median of per-split min ESS | leapfrog steps per draw |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        *table_header(
+            "dataset", "splits", "divergences (total)", "max R-hat", "min ESS (worst split)",
+            "median of per-split min ESS", "leapfrog steps per draw",
+        ),
+    ]  # fmt: skip
     for dataset in datasets:
         nuts = table.get((dataset, "nuts"))
         if not nuts or "divergences" not in nuts:
@@ -262,11 +262,11 @@ def _nuts_table(datasets: list[str], table) -> list[str]:
         ess = sorted(nuts.get("min_ess_test_predictions", []))
         rhat = nuts.get("max_rhat_test_predictions", [])
         steps = nuts["mean_steps_per_draw"]
-        lines.append(
-            f"| {dataset} | {len(nuts['divergences'])} | {sum(nuts['divergences']):.0f} "
-            f"| {f'{max(rhat):.3f}' if rhat else '—'} | {f'{ess[0]:.0f}' if ess else '—'} "
-            f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} | {sum(steps) / len(steps):.0f} |"
-        )
+        lines.append(table_row(
+            dataset, len(nuts["divergences"]), f"{sum(nuts['divergences']):.0f}",
+            f"{max(rhat):.3f}" if rhat else "—", f"{ess[0]:.0f}" if ess else "—",
+            f"{ess[len(ess) // 2]:.0f}" if ess else "—", f"{sum(steps) / len(steps):.0f}",
+        ))  # fmt: skip
     return lines
 
 
@@ -281,8 +281,7 @@ def _common_splits_table(
     lines = [
         "### Test log-likelihood on the splits every method ran",
         "",
-        "| dataset | splits | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
+        *table_header("dataset", "splits", *methods),
     ]
     for dataset in datasets:
         ran = [splits[(dataset, m)] for m in methods if splits.get((dataset, m))]
@@ -294,7 +293,7 @@ def _common_splits_table(
             rows = [r for r in _cell_records(records, dataset, method) if r["split"] in common]
             values = _present(rows, "test_ll")
             cells.append(format_mean_se(values) if values else "")
-        lines.append(f"| {dataset} | {_split_list(sorted(common))} | " + " | ".join(cells) + " |")
+        lines.append(table_row(dataset, _split_list(sorted(common)), *cells))
     return lines
 
 
@@ -314,11 +313,12 @@ def _sgmcmc_table(
     lines = [
         "### SG-MCMC diagnostics (test predictions f(x), one chain, over splits)",
         "",
-        "| dataset | method | splits | step reductions (final fits) | max R-hat "
-        "| median of per-split min ESS | noise σ: median (max) "
-        "| NUTS noise σ, same splits: median |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        *table_header(
+            "dataset", "method", "splits", "step reductions (final fits)", "max R-hat",
+            "median of per-split min ESS", "noise σ: median (max)",
+            "NUTS noise σ, same splits: median",
+        ),
+    ]  # fmt: skip
     for dataset in datasets:
         for method in methods:
             rows = [r for r in _cell_records(records, dataset, method) if "step_reductions" in r]
@@ -332,14 +332,12 @@ def _sgmcmc_table(
                 [r for r in _cell_records(records, dataset, "nuts") if r["split"] in splits],
                 "noise_std",
             )
-            lines.append(
-                f"| {dataset} | {method} | {len(rows)} "
-                f"| {sum(r['step_reductions'] for r in rows)} "
-                f"| {f'{max(rhat):.2f}' if rhat else '—'} "
-                f"| {f'{ess[len(ess) // 2]:.0f}' if ess else '—'} "
-                f"| {_median_and_max(sigma)} "
-                f"| {_general(statistics.median(nuts)) if nuts else '—'} |"
-            )
+            lines.append(table_row(
+                dataset, method, len(rows), sum(r["step_reductions"] for r in rows),
+                f"{max(rhat):.2f}" if rhat else "—",
+                f"{ess[len(ess) // 2]:.0f}" if ess else "—", _median_and_max(sigma),
+                _general(statistics.median(nuts)) if nuts else "—",
+            ))  # fmt: skip
     return lines
 
 
@@ -383,12 +381,10 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
         + (f"{dates[0]} to {dates[-1]}" if len(dates) > 1 else (dates[0] if dates else "—"))
         + ". Mean ± standard error over splits; splits run per cell:",
         "",
-        "| dataset | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
+        *table_header("dataset", *methods),
     ]
     for dataset in datasets:
-        counts = [str(len(splits.get((dataset, m), ()))) for m in methods]
-        lines.append(f"| {dataset} | " + " | ".join(counts) + " |")
+        lines.append(table_row(dataset, *(len(splits.get((dataset, m), ())) for m in methods)))
     for metric in METRICS:
         lines += ["", *_metric_table(metric, datasets, methods, table, published)]
     if published is not None:

@@ -30,8 +30,10 @@ def quiet(_message):
 def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
     config = DWPBenchConfig.tiny(data_dir=str(image_dirs))
     out = tmp_path / "out"
-    document = run_dwp_bench(config, out=out, progress=False, log=quiet)
+    shipped = tmp_path / "package" / "data" / "dwp_notmnist.pt"
+    document = run_dwp_bench(config, out=out, ship=shipped, progress=False, log=quiet)
     prior = DeepWeightPrior.load(out / "dwp_notmnist.pt")
+    assert shipped.read_bytes() == (out / "dwp_notmnist.pt").read_bytes()  # --ship PATH
     assert {v.kernel_size for v in prior.layers.values()} == {5, 7}
     layers = document["prior"]["layers"]
     assert layers["conv1"]["kernels_total"] == 2 * 32
@@ -61,7 +63,7 @@ def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
 
     # other settings are refused rather than mixed into these results
     other = DWPBenchConfig.tiny(data_dir=str(image_dirs), fit_steps=4)
-    with pytest.raises(ValueError, match="written with other settings"):
+    with pytest.raises(ValueError, match=r"measured with other settings \(fit_steps\)"):
         run_dwp_bench(other, out=out, progress=False, log=quiet)
     assert json.loads((out / "results.json").read_text())["table"] == rows
 

@@ -1,4 +1,5 @@
-"""Model cards quote their benchmark's committed output, never hand-typed figures."""
+"""Model cards and the README quote their benchmark's committed output, never hand-typed
+figures; each committed report is the report of its committed records."""
 
 import shutil
 from pathlib import Path
@@ -53,3 +54,17 @@ def test_dwp_card_quotes_the_committed_report(tmp_path):
     assert regenerated.read_text() == (ROOT / "pyro_bnn" / "zoo" / "dwp_cnn.md").read_text(), (
         "the dwp card is out of date: rerun `pyro-bnn bench dwp ... --card pyro_bnn/zoo/dwp_cnn.md`"
     )
+
+
+@pytest.mark.parametrize("bench", ["mnist_bbb", "modes"])
+def test_committed_report_is_the_report_of_its_records(bench):
+    """The README quotes these reports: each re-renders byte for byte from its records."""
+    import importlib
+    import json
+
+    results = ROOT / "benchmarks" / bench
+    if not (results / "results.json").exists():
+        pytest.skip(f"no committed output in benchmarks/{bench}/")
+    format_markdown = importlib.import_module(f"benchmarks.{bench}.bench").format_markdown
+    document = json.loads((results / "results.json").read_text())
+    assert (results / "results.md").read_text() == format_markdown(document)

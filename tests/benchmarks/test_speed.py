@@ -9,7 +9,7 @@ from benchmarks.speed.bench import SpeedConfig, run_speed
 
 
 def test_speed_bench_smoke(tmp_path):
-    results = run_speed(SpeedConfig.quick(numpyro=False), out=tmp_path)
+    results = run_speed(SpeedConfig.tiny(numpyro=False), out=tmp_path)
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["svi_ms_per_step"].keys() == {
         "floor_adam",
