@@ -1,8 +1,11 @@
-"""The ``pyro-bnn`` command: ``demo``, ``bench speed|uci|mnist-bbb|dwp|modes`` and ``zoo list``."""
+"""The ``pyro-bnn`` command: ``demo``, ``zoo list``, and ``bench <name> …``, the front door
+of the benchmarks, which live beside their records in a checkout of the repository
+(``benchmarks/<name>``), not in the library."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -31,93 +34,39 @@ def _zoo_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(text: str) -> list[str]:
-    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
-    return [name.strip() for name in text.split(",") if name.strip()]
+def find_checkout(start: Path) -> Path | None:
+    """The pyro-bnn checkout holding ``start``: the first of ``start`` and its parents
+    with a ``benchmarks/__init__.py`` beside the harness (``tests/benchmarks`` is not it)."""
+    for folder in (start, *start.parents):
+        if all((folder / "benchmarks" / f).is_file() for f in ("__init__.py", "harness.py")):
+            return folder
+    return None
 
 
-def _bench_speed(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.speed import SpeedConfig, format_markdown, run_speed
-
-    options = dict(
-        data_dir=args.data_dir, numpyro=not args.no_numpyro, compute_bound=args.compute_bound
-    )
-    config = SpeedConfig.quick(**options) if args.quick else SpeedConfig(**options)
-    results = run_speed(config, out=Path(args.out))
-    print(format_markdown(results))
-    print(f"written to {args.out}/speed.json and speed.md")
-    return 0
+def _benches(root: Path) -> list[str]:
+    """The benches of the checkout at ``root``, by command name (``mnist_bbb`` -> ``mnist-bbb``)."""
+    folders = (root / "benchmarks").iterdir()
+    return sorted(f.name.replace("_", "-") for f in folders if (f / "bench.py").is_file())
 
 
-def _bench_uci(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.cards import split_card, update_card
-    from pyro_bnn.bench.uci import parse_splits, run_uci
-
-    out = Path(args.out)
-    if args.card:
-        split_card(Path(args.card), bench="uci")  # a card without its markers fails before the run
-    document = run_uci(
-        datasets=_names(args.datasets),
-        methods=_names(args.methods),
-        splits=parse_splits(args.splits),
-        out=out,
-        data_dir=args.data_dir,
-        published=Path(args.published) if args.published else None,
-        jobs=args.jobs,
-        progress=not args.no_progress,
-    )
-    print(f"written to {out}/results.json and results.md")
-    if args.card:
-        update_card(Path(args.card), (out / "results.md").read_text(), bench="uci")
-        print(f"tables written into {args.card}")
-    if document["failures"]:
-        print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _bench_mnist_bbb(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.mnist_bbb import MnistBBBConfig, format_markdown, run_mnist_bbb
-
-    options = {"data_dir": args.data_dir}
-    if args.epochs is not None:
-        options["epochs"] = args.epochs
-    config = MnistBBBConfig.tiny(**options) if args.quick else MnistBBBConfig(**options)
-    methods = tuple(_names(args.methods))
-    report = run_mnist_bbb(config, out=Path(args.out), methods=methods,
-                           progress=not args.no_progress)  # fmt: skip
-    print(format_markdown(report))
-    print(f"written to {args.out}/results.json, results.md and weights.png")
-    return 0
-
-
-def _bench_dwp(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.cards import split_card, update_card
-    from pyro_bnn.bench.dwp import DWPBenchConfig, format_markdown, run_dwp_bench
-
-    if args.card:
-        split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
-    options = {"data_dir": args.data_dir}
-    config = DWPBenchConfig.tiny(**options) if args.quick else DWPBenchConfig(**options)
-    out = Path(args.out)
-    document = run_dwp_bench(config, out=out, stages=tuple(_names(args.stages)),
-                             ship=args.ship, progress=not args.no_progress)  # fmt: skip
-    print(format_markdown(document))
-    print(f"written to {out}/results.json, results.md, dwp_notmnist.pt and the figures")
-    if args.card:
-        update_card(Path(args.card), (out / "results.md").read_text(), bench="dwp")
-        print(f"tables written into {args.card}")
-    return 0
-
-
-def _bench_modes(args: argparse.Namespace) -> int:
-    from pyro_bnn.bench.modes import ModesConfig, format_markdown, run_modes
-
-    config = ModesConfig.tiny() if args.quick else ModesConfig()
-    document = run_modes(config, out=Path(args.out), progress=not args.no_progress)
-    print(format_markdown(document))
-    print(f"written to {args.out}/results.json, results.md and modes.png")
-    return 0
+def _bench(args: argparse.Namespace) -> int:
+    """Run ``benchmarks.<name>`` of the checkout holding the current directory: the benches
+    are experiments kept beside their records in the repository, not part of the library."""
+    root = find_checkout(Path.cwd())
+    if root is None:
+        raise ValueError(
+            "benches run from a checkout of pyro-bnn, and none holds the current directory "
+            f"({Path.cwd()}: no benchmarks/__init__.py here or above); clone the repository "
+            "and run `pyro-bnn bench ...` (or `python -m benchmarks.<name> ...`) inside it"
+        )
+    if args.name not in _benches(root):
+        raise ValueError(f"unknown bench {args.name!r}; {root} has {', '.join(_benches(root))}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}")
+    if not Path(module.__file__).resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"benchmarks.{args.name} was imported from {module.__file__}, not {root}")
+    return module.main(args.args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,86 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(run=_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks")
-    benches = bench.add_subparsers(dest="bench_command", required=True)
-    speed = benches.add_parser("speed", help="SVI, NUTS and predict speed against references")
-    speed.add_argument("--out", default="bench-output/speed", help="output directory")
-    speed.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding uci/ (default: $PYRO_BNN_DATA or ../shared/data)",
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark of a pyro-bnn checkout (benchmarks/<name>)",
+        description="Run benchmarks/<name> of the pyro-bnn checkout holding the current "
+        "directory; `pyro-bnn bench <name> --help` lists its options.",
     )
-    speed.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    speed.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro reference")
-    speed.add_argument(
-        "--compute-bound",
-        action="store_true",
-        help="also run NUTS on protein-sized synthetic data (100 units)",
-    )
-    speed.set_defaults(run=_bench_speed)
-
-    uci = benches.add_parser(
-        "uci", help="UCI regression on the standard splits, beside the published table"
-    )
-    uci.add_argument(
-        "--datasets",
-        default="boston,concrete,energy,kin8nm,wine,yacht",
-        help="comma-separated dataset folders under <data-dir>/uci/",
-    )
-    uci.add_argument("--methods", default="nuts,meanfield,lowrank,map")
-    uci.add_argument("--splits", default="all", help="e.g. 0-19, 0,3,5-7 or all (default)")
-    uci.add_argument("--out", default="bench-output/uci", help="output directory")
-    uci.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding uci/ (default: $PYRO_BNN_DATA or ../shared/data)",
-    )
-    uci.add_argument(
-        "--published",
-        default=None,
-        help="published table (default: <data-dir>/../reference/uci_published.csv)",
-    )
-    uci.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
-    uci.add_argument("--card", default=None, help="model card whose result section gets the tables")
-    uci.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    uci.set_defaults(run=_bench_uci)
-
-    bbb = benches.add_parser(
-        "mnist-bbb", help="Bayes by Backprop vs SGD and dropout on MNIST, with SNR pruning"
-    )
-    bbb.add_argument("--out", default="bench-output/mnist-bbb", help="output directory")
-    bbb.add_argument(
-        "--data-dir", default=None, help="folder holding mnist/ (default: ../shared/data)"
-    )
-    bbb.add_argument("--methods", default="sgd,dropout,bbb_gaussian,bbb_mixture")
-    bbb.add_argument("--epochs", type=int, default=None, help="epochs per candidate")
-    bbb.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    bbb.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    bbb.set_defaults(run=_bench_mnist_bbb)
-
-    dwp = benches.add_parser(
-        "dwp", help="deep weight prior vs N(0, 1) and log-uniform on small MNIST training sets"
-    )
-    dwp.add_argument("--out", default="bench-output/dwp", help="output directory")
-    dwp.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding mnist/ and notmnist/ (default: ../shared/data)",
-    )
-    dwp.add_argument("--stages", default="prior,table,init", help="any of prior, table, init")
-    dwp.add_argument("--ship", action="store_true", help="also write the package's prior")
-    dwp.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    dwp.add_argument("--card", default=None, help="model card whose result section gets the tables")
-    dwp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    dwp.set_defaults(run=_bench_dwp)
-
-    modes = benches.add_parser(
-        "modes", help="cyclical vs plain SGLD: modes of a 25-Gaussian mixture visited"
-    )
-    modes.add_argument("--out", default="bench-output/modes", help="output directory")
-    modes.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    modes.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    modes.set_defaults(run=_bench_modes)
+    bench.add_argument("name", help="speed, uci, mnist-bbb, dwp or modes")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the bench's options")
+    bench.set_defaults(run=_bench)
 
     zoo = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)

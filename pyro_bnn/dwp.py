@@ -70,8 +70,9 @@ def shipped_prior_path() -> Path:
     path = Path(str(importlib.resources.files("pyro_bnn") / SHIPPED_PRIOR))
     if not path.is_file():
         raise FileNotFoundError(
-            f"the shipped deep weight prior {path} is missing; build it with "
-            "`pyro-bnn bench dwp --stages prior --ship`, or pass a prior to the model"
+            f"the shipped deep weight prior {path} is missing; pass a prior to the model, or "
+            "build it in a checkout of pyro-bnn with "
+            f"`pyro-bnn bench dwp --stages prior --ship {path}`"
         )
     return path
 

@@ -2,7 +2,8 @@
 
 :func:`atomic_open` writes to a temporary file beside the target and renames it over the
 target only once the write has finished; a failed or interrupted write leaves the old file
-as it was. :func:`read_json` / :func:`write_json` are the results files of the benches.
+as it was. :func:`read_json` / :func:`write_json` keep JSON documents atomically (the
+benches' results among them).
 
 Example:
     >>> import tempfile, pathlib

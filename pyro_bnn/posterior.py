@@ -3,7 +3,7 @@
 Example:
     >>> import torch
     >>> from pyro_bnn import fit
-    >>> from models.bayesian_linear_regression import BayesianLinearRegression
+    >>> from pyro_bnn.zoo.bayesian_linear_regression import BayesianLinearRegression
     >>> x = torch.randn(20, 1); y = 2 * x[:, 0]
     >>> post = fit(BayesianLinearRegression(in_features=1), x, y, method="map",
     ...            num_steps=200, lr=0.05, progress_bar=False)

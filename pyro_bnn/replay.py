@@ -8,7 +8,7 @@ batches too, so memory stays bounded by ``draw_chunk × row_batch``.
 
 Example:
     >>> import torch
-    >>> from models.bayesian_linear_regression import BayesianLinearRegression
+    >>> from pyro_bnn.zoo.bayesian_linear_regression import BayesianLinearRegression
     >>> model = BayesianLinearRegression(in_features=1, noise_scale=0.1)
     >>> draws = {"linear.weight": torch.ones(3, 1, 1), "linear.bias": torch.zeros(3, 1)}
     >>> replay(model, draws, torch.tensor([[2.0]])).loc

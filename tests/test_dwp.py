@@ -9,7 +9,6 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from models.dwp_cnn import DWPCNN
 from pyro_bnn import fit
 from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.dwp import (
@@ -19,6 +18,7 @@ from pyro_bnn.dwp import (
     shipped_prior_path,
     train_kernel_vae,
 )
+from pyro_bnn.zoo.dwp_cnn import DWPCNN
 
 
 def tiny_prior() -> DeepWeightPrior:

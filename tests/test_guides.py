@@ -58,9 +58,9 @@ def test_implicit_prior_elbo_is_the_auxiliary_bound():
     encoder, so the encoder computes r here."""
     from torch.distributions import Categorical, Normal
 
-    from models.dwp_cnn import DWPCNN
     from pyro_bnn.dwp import DeepWeightPrior, KernelVAE
     from pyro_bnn.guides import AutoImplicitPriorNormal
+    from pyro_bnn.zoo.dwp_cnn import DWPCNN
 
     vaes = {
         "*conv1": KernelVAE(kernel_size=7, z_dim=2, hidden=3),

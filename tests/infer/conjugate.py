@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.bayesian_linear_regression import BayesianLinearRegression, exact_posterior
+from pyro_bnn.zoo.bayesian_linear_regression import BayesianLinearRegression, exact_posterior
 
 PRIOR_SCALE = 1.0
 NOISE_SCALE = 0.5

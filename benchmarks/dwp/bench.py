@@ -1,0 +1,726 @@
+"""``pyro-bnn bench dwp``: the deep weight prior on MNIST with small training sets.
+
+Atanov et al. (2019). Four stages, each resumable from ``out/results.json``:
+
+- ``prior``: train ``source_nets`` plain CNNs (the ``dwp-cnn`` network, L2 regularised)
+  on notMNIST from different seeds; gather the kernels of each conv layer, drop the
+  near-zero-norm ones (norm below ``min_norm_ratio`` × the layer's median norm), fit one
+  kernel VAE per layer and save the :class:`~pyro_bnn.dwp.DeepWeightPrior` to
+  ``out/dwp_notmnist.pt`` (``ship=PATH`` also writes a copy there: the library's shipped
+  prior is ``pyro_bnn/data/dwp_notmnist.pt``). A figure puts
+  prior samples beside real source kernels (the paper's Fig. 1c).
+- ``table``: MNIST's 10,000 images split once, seeded: 5,000 test images, and a pool of
+  5,000 from which each training set of 50 … 1,000 images is drawn ``num_draws`` times.
+  Each (prior, size, draw) fits ``dwp-cnn`` with its conv kernels Bayesian under the deep
+  weight prior (method ``dwp``), N(0, 1) (``meanfield``) or log-uniform
+  (``multiplicative``), local reparameterization on, and scores the test accuracy of a
+  ``predict_samples``-draw predictive ensemble.
+- ``init``: the prior as an initialiser of a conventional CNN: test accuracy over the
+  first epochs with kernels drawn from the prior vs Xavier (Fig. 4), and random-feature
+  extraction, where only the last layer trains, for two widths (Fig. 3).
+
+Example:
+    >>> DWPBenchConfig.tiny().train_sizes
+    (20, 40)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from benchmarks import harness
+from benchmarks.cards import split_card, update_card
+from benchmarks.plain import train_classifier
+from pyro_bnn.datasets import mnist
+from pyro_bnn.dwp import DeepWeightPrior, collect_kernels, train_kernel_vae
+from pyro_bnn.infer import fit
+from pyro_bnn.init import init_to_fan_in
+from pyro_bnn.metrics import accuracy
+from pyro_bnn.priors import GaussianPrior, LogUniformPrior
+from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
+
+__all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "main", "run_dwp_bench"]
+
+STAGES = ("prior", "table", "init")
+PRIORS = ("dwp", "log-uniform", "normal")
+# Atanov et al. 2019, Fig. 2a (../shared/reference/README.md): 10-sample ensemble accuracy
+PAPER = {
+    "dwp": {50: 0.800, 100: 0.867, 200: 0.915, 500: 0.945, 1000: 0.961},
+    "log-uniform": {50: 0.766, 100: 0.839, 200: 0.894, 500: 0.938, 1000: 0.958},
+    "normal": {50: 0.717, 100: 0.816, 200: 0.890, 500: 0.938, 1000: 0.959},
+}
+PIXEL_SCALE = 255.0
+SOURCE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DWPBenchConfig(harness.Settings):
+    """Every choice of the bench. Sizes per layer are (conv1, conv2)."""
+
+    # prior: source networks on notMNIST, then one kernel VAE per conv layer
+    source_nets: int = 20
+    source_epochs: int = 15
+    source_batch_size: int = 128
+    source_lr: float = 1e-3
+    # "adamw": decoupled weight decay (Loshchilov & Hutter), the L2 pull applied to the
+    # weights directly; "adam": L2 added to the gradient, which Adam's scaling weakens
+    source_optimizer: str = "adamw"
+    source_weight_decay: float = 3.0
+    source_test: int = 1000
+    min_norm_ratio: float = 0.1
+    vae_z_dim: tuple[int, int] = (2, 4)
+    vae_hidden: tuple[int, int] = (32, 64)
+    vae_epochs: tuple[int, int] = (2000, 60)
+    vae_batch_size: int = 128
+    vae_lr: float = 1e-3
+    vae_max_kernels: int = 20000
+    # table: small-data MNIST
+    test_size: int = 5000
+    train_sizes: tuple[int, ...] = (50, 100, 200, 500, 1000)
+    num_draws: int = 5
+    priors: tuple[str, ...] = PRIORS
+    fit_steps: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    final_lr: float = 1e-5
+    predict_samples: int = 10
+    # init: the prior as an initialiser (Fig. 4) and random features (Fig. 3)
+    init_epochs: int = 5
+    init_seeds: int = 3
+    init_batch_size: int = 64
+    feature_widths: tuple[tuple[int, int], ...] = ((8, 32), (32, 128))
+    feature_epochs: int = 20
+    seed: int = 0
+    data_dir: str | None = None
+    max_images: int | None = None  # tests: fewer images, same code path
+
+    def __post_init__(self) -> None:
+        if self.source_optimizer not in SOURCE_OPTIMIZERS:
+            raise ValueError(
+                f"unknown source_optimizer {self.source_optimizer!r}; "
+                f"choose from {list(SOURCE_OPTIMIZERS)}"
+            )
+
+    @classmethod
+    def tiny_settings(cls) -> dict[str, Any]:
+        return dict(
+            source_nets=2,
+            source_epochs=1,
+            source_test=20,
+            vae_hidden=(4, 4),
+            vae_epochs=(2, 1),
+            vae_max_kernels=500,
+            test_size=60,
+            train_sizes=(20, 40),
+            num_draws=2,
+            fit_steps=3,
+            batch_size=16,
+            predict_samples=2,
+            init_epochs=1,
+            init_seeds=1,
+            feature_widths=((2, 4), (4, 8)),
+            feature_epochs=1,
+            max_images=120,
+        )
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def _images(name: str, config: DWPBenchConfig, num_train: int):
+    """``name``'s images as (n, 1, 28, 28) in [0, 1], split once by the bench's seed."""
+    split = mnist(
+        name,
+        data_dir=config.data_dir,
+        num_train=num_train,
+        seed=config.seed,
+        pixel_scale=PIXEL_SCALE,
+        flatten=False,
+    )
+    if config.max_images is not None:
+        keep = config.max_images - num_train
+        return split.x_train, split.y_train, split.x_test[:keep], split.y_test[:keep]
+    return split.x_train, split.y_train, split.x_test, split.y_test
+
+
+def mnist_pool_and_test(config: DWPBenchConfig):
+    """(pool x, pool y, test x, test y): the last ``test_size`` images of MNIST's seeded
+    permutation are the test set, the others the pool the training sets come from."""
+    total = config.max_images or 10_000
+    return _images("mnist", config, total - config.test_size)
+
+
+def training_set(pool_x, pool_y, *, size: int, draw: int, seed: int):
+    """Draw ``draw`` of ``size`` images from the pool, without replacement, seeded by
+    (seed, size, draw) so every prior sees the same images."""
+    if size > len(pool_x):
+        raise ValueError(f"a training set of {size} images needs a pool that large")
+    rng = np.random.default_rng([seed, size, draw])
+    index = torch.from_numpy(rng.choice(len(pool_x), size=size, replace=False))
+    return pool_x[index], pool_y[index]
+
+
+# -- stage "prior" ----------------------------------------------------------------------
+
+
+def _train_plain(
+    net: nn.Module,
+    x,
+    y,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    generator: torch.Generator,
+    params=None,
+    optimizer_name: str = "adam",
+) -> nn.Module:
+    optimizer = SOURCE_OPTIMIZERS[optimizer_name](
+        params or net.parameters(), lr=lr, weight_decay=weight_decay
+    )
+    return train_classifier(
+        net, x, y, optimizer, epochs=epochs, batch_size=batch_size, generator=generator
+    )
+
+
+def _plain_accuracy(net: nn.Module, x, y) -> float:
+    with torch.no_grad():
+        return accuracy(torch.cat([net(x[i : i + 1000]) for i in range(0, len(x), 1000)]), y)
+
+
+def train_source_nets(config: DWPBenchConfig, *, progress: bool):
+    """The source CNNs on notMNIST and their test accuracies."""
+    x, y, x_test, y_test = _images(
+        "notmnist", config, (config.max_images or 10_000) - config.source_test
+    )
+    nets, accuracies = [], []
+    for s in tqdm(range(config.source_nets), desc="source nets", disable=not progress):
+        torch.manual_seed(config.seed + s)
+        net = _train_plain(
+            cnn(),
+            x,
+            y,
+            epochs=config.source_epochs,
+            batch_size=config.source_batch_size,
+            lr=config.source_lr,
+            weight_decay=config.source_weight_decay,
+            generator=torch.Generator().manual_seed(config.seed + s),
+            optimizer_name=config.source_optimizer,
+        )
+        nets.append(net)
+        accuracies.append(_plain_accuracy(net, x_test, y_test))
+    return nets, accuracies
+
+
+def learn_prior(config: DWPBenchConfig, *, progress: bool):
+    """Source nets → kernels → one VAE per layer. Returns the prior, the kernels kept per
+    layer and the stage's record."""
+    start = time.perf_counter()
+    nets, accuracies = train_source_nets(config, progress=progress)
+    source_s = time.perf_counter() - start
+    vaes, kernels, layers = {}, {}, {}
+    for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
+        kept = collect_kernels(
+            [getattr(net, layer).weight for net in nets], min_norm_ratio=config.min_norm_ratio
+        )
+        train = kept.kernels
+        if len(train) > config.vae_max_kernels:
+            rng = np.random.default_rng([config.seed, i])
+            pick = rng.choice(len(train), size=config.vae_max_kernels, replace=False)
+            train = train[torch.from_numpy(pick)]
+        vae_start = time.perf_counter()
+        vae, history = train_kernel_vae(
+            train,
+            z_dim=config.vae_z_dim[i],
+            hidden=config.vae_hidden[i],
+            num_epochs=config.vae_epochs[i],
+            batch_size=config.vae_batch_size,
+            lr=config.vae_lr,
+            seed=config.seed + i,
+            progress_bar=progress,
+        )
+        vaes[pattern], kernels[layer] = vae, kept.kernels
+        layers[layer] = {
+            "kernel_size": vae.kernel_size,
+            "kernels_total": kept.num_kept + kept.num_dropped,
+            "kernels_dropped": kept.num_dropped,
+            "norm_threshold": kept.norm_threshold,
+            "vae_training_kernels": len(train),
+            "vae_final_loss": history[-1],
+            "vae_s": time.perf_counter() - vae_start,
+        }
+    record = {
+        "source_test_accuracy": accuracies,
+        "source_s": source_s,
+        "layers": layers,
+        "wall_s": time.perf_counter() - start,
+    }
+    return DeepWeightPrior(vaes), kernels, record
+
+
+def kernels_figure(
+    prior: DeepWeightPrior,
+    kernels: dict[str, torch.Tensor],
+    path: Path,
+    *,
+    per_row: int = 12,
+    seed: int = 0,
+) -> None:
+    """Real source kernels above prior samples, per layer (the paper's Fig. 1c)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 2 * len(CONV_LAYERS)
+    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.6, rows * 0.62 + 0.5))
+    generator = torch.Generator().manual_seed(seed)
+    for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
+        real = kernels[layer][torch.randperm(len(kernels[layer]), generator=generator)[:per_row]]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            sampled = prior.layers[pattern].sample(per_row)
+        for row, (what, images) in enumerate((("source", real), ("prior", sampled))):
+            for j in range(per_row):
+                ax = axes[2 * i + row, j]
+                ax.set_xticks([]), ax.set_yticks([])
+                if j < len(images):
+                    ax.imshow(images[j].numpy(), cmap="gray")
+            axes[2 * i + row, 0].set_ylabel(f"{layer}\n{what}", fontsize=7)
+    fig.suptitle("Source kernels (notMNIST CNNs) and samples from the deep weight prior")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- stage "table" ----------------------------------------------------------------------
+
+
+def _fit_options(prior_name: str, config: DWPBenchConfig, size: int) -> dict[str, Any]:
+    common = dict(
+        num_steps=config.fit_steps,
+        lr=config.lr,
+        final_lr=config.final_lr,
+        batch_size=None if size <= config.batch_size else config.batch_size,
+        num_draws=config.predict_samples,
+        local_reparameterization=True,
+        init_scale=math.exp(-5),
+        progress_bar=False,
+    )
+    if prior_name == "dwp":  # weights start at prior draws (Atanov et al.)
+        return dict(common, method="dwp")
+    # N(0, 1) draws would start 7-49 times too large; both start at fan-in scale
+    method = "meanfield" if prior_name == "normal" else "multiplicative"
+    return dict(common, method=method, init_loc_fn=init_to_fan_in)
+
+
+def _prior(prior_name: str, dwp: DeepWeightPrior | None):
+    if prior_name == "dwp":
+        if dwp is None:
+            raise ValueError("the dwp rows need the prior stage's prior")
+        return dwp
+    if prior_name == "normal":
+        return GaussianPrior(scale=1.0, select=CONV_WEIGHTS)
+    if prior_name == "log-uniform":
+        return LogUniformPrior(select=CONV_WEIGHTS)
+    raise ValueError(f"unknown prior {prior_name!r}; choose from {PRIORS}")
+
+
+def run_table_cell(
+    prior_name: str,
+    size: int,
+    draw: int,
+    *,
+    config: DWPBenchConfig,
+    dwp: DeepWeightPrior | None,
+    data,
+) -> dict[str, Any]:
+    pool_x, pool_y, test_x, test_y = data
+    x, y = training_set(pool_x, pool_y, size=size, draw=draw, seed=config.seed)
+    model = DWPCNN(prior=_prior(prior_name, dwp))
+    options = _fit_options(prior_name, config, size)
+    post = fit(model, x, y, seed=config.seed + draw, **options)
+    start = time.perf_counter()
+    probs = post.predict(test_x, num_samples=None).probs
+    return {
+        "prior": prior_name,
+        "size": size,
+        "draw": draw,
+        "method": options["method"],
+        "accuracy": accuracy(probs, test_y),
+        "train_accuracy": accuracy(post.predict(x, num_samples=None).probs, y),
+        "final_loss": float(np.mean(post.losses[-20:])),
+        "fit_s": post.wall_time,
+        "predict_s": time.perf_counter() - start,
+    }
+
+
+# -- stage "init" -----------------------------------------------------------------------
+
+
+def _initialise(net: nn.Sequential, how: str, dwp: DeepWeightPrior | None) -> nn.Sequential:
+    for layer, pattern in CONV_LAYERS.items():
+        conv = getattr(net, layer)
+        if how == "xavier":
+            nn.init.xavier_normal_(conv.weight)
+        elif how == "dwp":
+            if dwp is None:
+                raise ValueError("dwp initialisation needs the prior stage's prior")
+            out_channels, in_channels = conv.weight.shape[:2]
+            draws = dwp.layers[pattern].sample(out_channels * in_channels)
+            with torch.no_grad():
+                conv.weight.copy_(draws.reshape(conv.weight.shape))
+        else:
+            raise ValueError(f"unknown initialisation {how!r}")
+        nn.init.zeros_(conv.bias)
+    return net
+
+
+def run_init_experiments(
+    config: DWPBenchConfig, dwp: DeepWeightPrior, data, *, progress: bool
+) -> dict[str, Any]:
+    """Fig. 4: a plain CNN trained on the whole pool, test accuracy after each epoch, with
+    kernels from the prior or Xavier. Fig. 3: the convs frozen at that initialisation and
+    only the last layer trained, for each width in ``feature_widths``."""
+    pool_x, pool_y, test_x, test_y = data
+    start = time.perf_counter()
+    curves: dict[str, list[list[float]]] = {"dwp": [], "xavier": []}
+    features: list[dict[str, Any]] = []
+    runs = [(how, s) for s in range(config.init_seeds) for how in curves]
+    for how, s in tqdm(runs, desc="init: training curves", disable=not progress):
+        torch.manual_seed(config.seed + s)
+        net = _initialise(cnn(), how, dwp)
+        generator = torch.Generator().manual_seed(config.seed + s)
+        curve = [_plain_accuracy(net.eval(), test_x, test_y)]
+        for _ in range(config.init_epochs):
+            _train_plain(
+                net,
+                pool_x,
+                pool_y,
+                epochs=1,
+                batch_size=config.init_batch_size,
+                lr=1e-3,
+                weight_decay=0.0,
+                generator=generator,
+            )
+            curve.append(_plain_accuracy(net, test_x, test_y))
+        curves[how].append(curve)
+    for widths in tqdm(config.feature_widths, desc="init: random features", disable=not progress):
+        for how in ("dwp", "xavier"):
+            scores = []
+            for s in range(config.init_seeds):
+                torch.manual_seed(config.seed + s)
+                net = _initialise(cnn(widths=tuple(widths)), how, dwp)
+                net.head.reset_parameters()
+                _train_plain(
+                    net,
+                    pool_x,
+                    pool_y,
+                    epochs=config.feature_epochs,
+                    batch_size=config.init_batch_size,
+                    lr=1e-3,
+                    weight_decay=0.0,
+                    generator=torch.Generator().manual_seed(config.seed + s),
+                    params=net.head.parameters(),
+                )
+                scores.append(_plain_accuracy(net, test_x, test_y))
+            features.append({"widths": list(widths), "init": how, "accuracy": scores})
+    return {"curves": curves, "random_features": features, "wall_s": time.perf_counter() - start}
+
+
+def curves_figure(init: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for how, runs in init["curves"].items():
+        runs = np.asarray(runs)
+        epochs = np.arange(runs.shape[1])
+        ax.plot(epochs, runs.mean(0), marker="o", label=f"{how} (mean of {len(runs)})")
+        ax.fill_between(epochs, runs.min(0), runs.max(0), alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="test accuracy", title="Initialising a CNN (Atanov Fig. 4)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def run_dwp_bench(
+    config: DWPBenchConfig,
+    *,
+    out: Path,
+    stages: tuple[str, ...] = STAGES,
+    ship: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``stages`` (skipping what ``out/results.json`` already holds) and write
+    ``results.json``, ``results.md``, the prior and the figures to ``out/``; ``ship``: a
+    path the prior is also written to (the library's is ``pyro_bnn/data/dwp_notmnist.pt``)."""
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {list(STAGES)}")
+    unknown = set(config.priors) - set(PRIORS)
+    if unknown:
+        raise ValueError(f"unknown prior(s) {sorted(unknown)}; choose from {list(PRIORS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    fresh = {"config": config.record(), "table": [], "runs": []}
+    document = harness.load_records(path, fresh=fresh, bench="dwp")
+    harness.same_settings(document.get("config", {}), fresh["config"], path=path, what="results")
+    prior_path = out / "dwp_notmnist.pt"
+    run_start = time.perf_counter()
+    dwp = DeepWeightPrior.load(prior_path) if prior_path.exists() else None
+    if "prior" in stages and dwp is None:
+        dwp, kernels, document["prior"] = learn_prior(config, progress=progress)
+        dwp.save(prior_path)
+        kernels_figure(dwp, kernels, out / "kernels.png", seed=config.seed)
+        harness.save(out, document, format_markdown(document))
+        log(f"prior: {_prior_summary(document['prior'])}")
+    if ship is not None and dwp is not None:
+        dwp.save(ship)
+    data = mnist_pool_and_test(config) if {"table", "init"} & set(stages) else None
+    if "table" in stages:
+        done = {(r["prior"], r["size"], r["draw"]) for r in document["table"]}
+        cells = [
+            (p, n, d)
+            for n in config.train_sizes
+            for d in range(config.num_draws)
+            for p in config.priors
+            if (p, n, d) not in done
+        ]
+        log(f"table: {len(done)} cells done, {len(cells)} to run")
+        with tqdm(total=len(cells), desc="bench dwp", disable=not progress) as bar:
+            for prior_name, size, draw in cells:
+                row = run_table_cell(prior_name, size, draw, config=config, dwp=dwp, data=data)
+                document["table"].append(row)
+                harness.save(out, document, format_markdown(document))
+                bar.write(
+                    f"{prior_name:>11s} n={size:<5d} draw {draw}: accuracy "
+                    f"{row['accuracy']:.3f}  {row['fit_s']:.0f}s"
+                )
+                bar.update()
+    if "init" in stages and "init" not in document:
+        if dwp is None:
+            raise ValueError("the init stage needs the prior: run the prior stage first")
+        document["init"] = run_init_experiments(config, dwp, data, progress=progress)
+        curves_figure(document["init"], out / "init_curves.png")
+        harness.save(out, document, format_markdown(document))
+    document["runs"].append(
+        {
+            "date": date.today().isoformat(),
+            "stages": list(stages),
+            "elapsed_s": time.perf_counter() - run_start,
+        }
+    )
+    document["machine"] = harness.machine()
+    harness.save(out, document, format_markdown(document))
+    return document
+
+
+def _prior_summary(prior: dict[str, Any]) -> str:
+    parts = [f"source accuracy {np.mean(prior['source_test_accuracy']):.3f}"]
+    for layer, entry in prior["layers"].items():
+        parts.append(
+            f"{layer}: {entry['kernels_total'] - entry['kernels_dropped']} of "
+            f"{entry['kernels_total']} kernels kept"
+        )
+    return "; ".join(parts)
+
+
+# -- the report -------------------------------------------------------------------------
+
+
+def table_summary(
+    rows: list[dict[str, Any]], *, field: str = "accuracy"
+) -> dict[str, dict[int, tuple[float, float, int]]]:
+    """prior -> size -> (mean, std, number of draws) of the test accuracy (or of another
+    recorded ``field``, such as ``"train_accuracy"``)."""
+    summary: dict[str, dict[int, tuple[float, float, int]]] = {}
+    for row in rows:
+        summary.setdefault(row["prior"], {}).setdefault(row["size"], []).append(row[field])
+    return {
+        prior: {
+            size: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+            for size, v in sorted(sizes.items())
+        }
+        for prior, sizes in summary.items()
+    }
+
+
+def _source_optimizer(config: dict[str, Any]) -> str:
+    lr, decay = config["source_lr"], config["source_weight_decay"]
+    if config["source_optimizer"] == "adamw":
+        return f"AdamW {lr:g}, decoupled weight decay {decay:g}"
+    return f"Adam {lr:g}, L2 {decay:g} added to the gradient"
+
+
+def _size_table_header(sizes: list[int]) -> list[str]:
+    """The header rows of a table with one column per training-set size."""
+    return harness.table_header("prior", *map(str, sizes))
+
+
+def format_markdown(document: dict[str, Any]) -> str:
+    config = document["config"]
+    runs = document.get("runs", [])
+    elapsed = sum(r["elapsed_s"] for r in runs)
+    lines = [
+        f"# Deep weight prior, MNIST with small training sets "
+        f"({runs[-1]['date'] if runs else 'not run'}, {document.get('machine', '')})",
+        "",
+    ]
+    if "prior" in document:
+        prior = document["prior"]
+        acc = prior["source_test_accuracy"]
+        lines += [
+            "### The prior",
+            "",
+            f"{config['source_nets']} source CNNs on notMNIST ({config['source_epochs']} epochs, "
+            f"{_source_optimizer(config)}); their test "
+            f"accuracy {np.mean(acc):.3f} (min {min(acc):.3f}). Kernels with norm below "
+            f"{config['min_norm_ratio']:g} × the layer's median were dropped.",
+            "",
+            *harness.table_header(
+                "layer", "kernel", "kernels", "dropped (threshold)", "VAE z", "VAE trained on",
+                "VAE epochs", "VAE −ELBO / kernel", "VAE time",
+            ),
+        ]  # fmt: skip
+        for i, (layer, e) in enumerate(prior["layers"].items()):
+            lines.append(harness.table_row(
+                layer, f"{e['kernel_size']}×{e['kernel_size']}", e["kernels_total"],
+                f"{e['kernels_dropped']} ({e['norm_threshold']:.3g})", config["vae_z_dim"][i],
+                e["vae_training_kernels"], config["vae_epochs"][i], f"{e['vae_final_loss']:.2f}",
+                f"{e['vae_s']:.0f} s",
+            ))  # fmt: skip
+        lines.append(
+            f"\nPrior stage {prior['wall_s'] / 60:.1f} min "
+            f"(source nets {prior['source_s'] / 60:.1f} min)."
+        )
+    if document.get("table"):
+        summary = table_summary(document["table"])
+        sizes = sorted({r["size"] for r in document["table"]})
+        lines += [
+            "",
+            "### Test accuracy (10-sample ensemble; mean ± std over training-set draws)",
+            "",
+            f"{config['test_size']} test images; training sets drawn from the other images, "
+            f"{config['num_draws']} draws per size; {config['fit_steps']} steps of Adam "
+            f"{config['lr']:g} → {config['final_lr']:g}, batches of {config['batch_size']}. "
+            "Paper: Atanov et al. 2019, Fig. 2a (mean over 10 draws).",
+            "",
+            *_size_table_header(sizes),
+        ]
+        for prior_name, by_size in summary.items():
+            cells = [
+                f"{by_size[n][0]:.3f} ± {by_size[n][1]:.3f}" if n in by_size else "–" for n in sizes
+            ]
+            lines.append(harness.table_row(prior_name, *cells))
+            paper = [
+                f"{PAPER[prior_name][n]:.3f}" if n in PAPER[prior_name] else "–" for n in sizes
+            ]
+            lines.append(harness.table_row(f"{prior_name} (paper)", *paper))
+        train = table_summary(document["table"], field="train_accuracy")
+        lines += [
+            "",
+            "Training accuracy of the same ensembles on their own training images "
+            "(mean over draws; how closely each posterior fits the data it saw):",
+            "",
+            *_size_table_header(sizes),
+        ]
+        for prior_name, by_size in train.items():
+            cells = [f"{by_size[n][0]:.3f}" if n in by_size else "–" for n in sizes]
+            lines.append(harness.table_row(prior_name, *cells))
+        fit_s = sum(r["fit_s"] + r["predict_s"] for r in document["table"])
+        lines.append(f"\nTable cells: {fit_s / 60:.1f} min of fitting and prediction.")
+    if "init" in document:
+        init = document["init"]
+        lines += [
+            "",
+            "### The prior as an initialiser",
+            "",
+            "Test accuracy of a plain CNN trained on the pool, after each epoch "
+            "(mean over seeds; epoch 0 is at initialisation):",
+            "",
+            *harness.table_header(
+                "init", *(f"epoch {i}" for i in range(len(init["curves"]["dwp"][0])))
+            ),
+        ]
+        for how, curves in init["curves"].items():
+            mean = np.mean(curves, axis=0)
+            lines.append(harness.table_row(how, *(f"{a:.3f}" for a in mean)))
+        lines += [
+            "",
+            "Random-feature extraction (convs frozen at initialisation, only the "
+            "last layer trained):",
+            "",
+            *harness.table_header("widths", "init", "test accuracy"),
+        ]
+        for entry in init["random_features"]:
+            lines.append(harness.table_row(
+                f"{entry['widths'][0]}, {entry['widths'][1]}", entry["init"],
+                f"{np.mean(entry['accuracy']):.3f}",
+            ))  # fmt: skip
+    lines.append(f"\nTotal wall time {elapsed / 60:.1f} min over {len(runs)} run(s).")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command(
+        "dwp",
+        "deep weight prior vs N(0, 1) and log-uniform on small MNIST training sets",
+        data="mnist/ and notmnist/",
+    )
+    parser.add_argument("--stages", default="prior,table,init", help="any of prior, table, init")
+    parser.add_argument(
+        "--ship",
+        default=None,
+        metavar="PATH",
+        help="also write the learned prior to PATH (the library's shipped prior: "
+        "pyro_bnn/data/dwp_notmnist.pt)",
+    )
+    parser.add_argument(
+        "--card", default=None, help="model card whose result section gets the tables"
+    )
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.card:
+        split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
+    options = {"data_dir": args.data_dir}
+    config = DWPBenchConfig.tiny(**options) if args.quick else DWPBenchConfig(**options)
+    out = Path(args.out)
+    ship = Path(args.ship) if args.ship else None
+    document = run_dwp_bench(config, out=out, stages=tuple(harness.names(args.stages)),
+                             ship=ship, progress=not args.no_progress)  # fmt: skip
+    print(format_markdown(document))
+    print(f"written to {out}/results.json, results.md, dwp_notmnist.pt and the figures")
+    if ship is not None:
+        print(f"the prior also written to {ship}")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="dwp")
+        print(f"tables written into {args.card}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench dwp …`` / ``python -m benchmarks.dwp …``."""
+    return harness.main(build_parser(), _command, argv)

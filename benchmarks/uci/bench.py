@@ -1,0 +1,539 @@
+"""``pyro-bnn bench uci``: the UCI regression protocol of Hernández-Lobato & Adams (2015).
+
+Every (dataset, method, split) cell:
+
+1. loads the standard split, standardised with its training rows
+   (:func:`pyro_bnn.datasets.uci`);
+2. carves a validation set (``validation_fraction`` of the training rows, a permutation
+   seeded by the split) and fits every candidate prior scale on the remaining rows,
+   keeping the one with the best validation log-likelihood;
+3. refits on the whole training split with that prior and reports test RMSE and test
+   log-likelihood in the original units of y, the wall time (selection included) and,
+   for the samplers, the max R-hat and the min ESS of the test predictions (with NUTS's
+   divergences).
+
+The model is the zoo's ``uci-mlp`` (``pyro_bnn/zoo/uci_mlp.py``, card ``pyro_bnn/zoo/uci_mlp.md``):
+one hidden layer of ``hidden`` ReLU units (100 for protein), N(0, c²/fan_in) on every
+weight and bias, and the observation noise learned under a Gamma prior on its
+precision, for every method. The test split is never seen before the final evaluation.
+
+Results are appended to ``results.json`` after each cell; a rerun skips the cells already
+there, so an interrupted run resumes.
+
+Example:
+    >>> UCIProtocol.tiny().methods["nuts"].fit["num_samples"]
+    20
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks import harness
+from benchmarks.cards import split_card, update_card
+from benchmarks.uci.report import format_report, read_published
+from pyro_bnn import zoo
+from pyro_bnn.arviz import row_diagnostics
+from pyro_bnn.datasets import UCISplit, uci, uci_num_splits
+from pyro_bnn.datasets import data_dir as resolve_data_dir
+from pyro_bnn.infer import fit
+from pyro_bnn.metrics import rmse, test_log_likelihood
+
+__all__ = [
+    "METHODS",
+    "Cell",
+    "MethodSetting",
+    "UCIProtocol",
+    "default_published_path",
+    "load_results",
+    "main",
+    "parse_splits",
+    "run_uci",
+]
+
+METHODS = ("nuts", "meanfield", "lowrank", "map", "sgld", "sghmc", "sgnht", "csgld", "csghmc")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSetting:
+    """``fit`` options of the final fit, the overrides used for the validation fits, and
+    the candidate prior scales c (N(0, c²/fan_in)) compared on the validation split.
+
+    ``step_size_law`` (a, p), for the SG-MCMC samplers, sets the step size to a · n^(−p)
+    for n training rows: the full-data potential's curvature grows like n, so one law
+    serves datasets of 300 and 8,000 rows (p = 1 for Langevin and SGHMC steps, 1/2 for
+    SGNHT's h, whose square plays the part of a Langevin step).
+
+    The law cannot see the noise precision, which also scales the curvature (yacht's
+    noise is a tenth of boston's), so a sampler that diverges is run again from the
+    start with its step divided by ``step_backoff``, at most ``max_step_reductions``
+    times; the record keeps how many reductions each fit needed."""
+
+    fit: Mapping[str, Any]
+    validation: Mapping[str, Any] = field(default_factory=dict)
+    prior_scales: tuple[float, ...] = (1.0, 2.0)
+    step_size_law: tuple[float, float] | None = None
+    step_backoff: float = 3.0
+    max_step_reductions: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.prior_scales or min(self.prior_scales) <= 0:
+            raise ValueError(f"prior_scales must be positive, got {self.prior_scales}")
+        if self.step_backoff <= 1 or self.max_step_reductions < 0:
+            raise ValueError(
+                "step_backoff must exceed 1 and max_step_reductions be non-negative, got "
+                f"{self.step_backoff} and {self.max_step_reductions}"
+            )
+
+    def options(
+        self, *, validation: bool, num_rows: int, step_reductions: int = 0
+    ) -> dict[str, Any]:
+        options = {**self.fit, **(self.validation if validation else {})}
+        if self.step_size_law is not None:
+            scale, power = self.step_size_law
+            options["step_size"] = scale * num_rows**-power / self.step_backoff**step_reductions
+        return options
+
+
+def _svi(**overrides: Any) -> MethodSetting:
+    options = dict(num_steps=20_000, lr=0.01, final_lr=0.001, backend="inductor")
+    return MethodSetting(fit={**options, **overrides})
+
+
+def _sgmcmc(law: tuple[float, float], *, cyclical: bool = False) -> MethodSetting:
+    """Minibatches of 32; 20,000 steps (half for validation fits), 500 draws."""
+    if cyclical:
+        fit = dict(num_cycles=4, cycle_length=5000, exploration=0.5, thin=25)
+        validation = dict(cycle_length=2500)
+    else:
+        fit = dict(burn_in=10_000, num_samples=500, thin=20)
+        validation = dict(burn_in=5000, num_samples=250)
+    return MethodSetting(
+        fit={**fit, "batch_size": 32, "backend": "jit"},
+        validation=validation,
+        step_size_law=law,
+    )
+
+
+def _default_methods() -> dict[str, MethodSetting]:
+    # SG-MCMC step-size laws: of a few steps (3x or 10x apart) tried on boston split 0 with
+    # c = 1, the best validation log-likelihood among those that did not diverge, times
+    # n = 364 fit rows (or its square root), rounded
+    return {
+        "nuts": MethodSetting(
+            fit=dict(num_samples=500, warmup_steps=500, max_tree_depth=7, backend="inductor"),
+            validation=dict(num_samples=150, warmup_steps=150, max_tree_depth=6),
+            prior_scales=(1.0, 2.0, 4.0),
+        ),
+        "meanfield": _svi(num_draws=1000),
+        "lowrank": _svi(num_draws=1000, rank=10),
+        "map": _svi(num_steps=10_000),
+        "sgld": _sgmcmc((0.04, 1.0)),
+        "sghmc": _sgmcmc((4e-4, 1.0)),
+        "sgnht": _sgmcmc((0.02, 0.5)),
+        "csgld": _sgmcmc((0.04, 1.0), cyclical=True),
+        "csghmc": _sgmcmc((4e-3, 1.0), cyclical=True),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UCIProtocol(harness.Settings):
+    """The benchmark's fixed choices (documented in ``pyro_bnn/zoo/uci_mlp.md``)."""
+
+    hidden: int = 50
+    hidden_by_dataset: Mapping[str, int] = field(default_factory=lambda: {"protein": 100})
+    precision_prior: tuple[float, float] = (1.0, 0.01)  # Gamma(concentration, rate)
+    validation_fraction: float = 0.2
+    methods: Mapping[str, MethodSetting] = field(default_factory=_default_methods)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
+
+    @classmethod
+    def tiny_settings(cls) -> dict[str, Any]:
+        """Settings for tests: seconds per cell, the same code path."""
+        svi = dict(num_steps=30, lr=0.01, backend="jit", num_draws=50)
+        sg = dict(batch_size=8, backend="jit", thin=2)
+        chain = dict(**sg, burn_in=20, num_samples=20)
+        cycles = dict(**sg, num_cycles=2, cycle_length=20, exploration=0.5)
+        return dict(
+            hidden=8,
+            methods={
+                "nuts": MethodSetting(
+                    fit=dict(num_samples=20, warmup_steps=20, max_tree_depth=3, backend="jit"),
+                    validation=dict(num_samples=10, warmup_steps=10),
+                ),
+                "meanfield": MethodSetting(fit=svi),
+                "lowrank": MethodSetting(fit={**svi, "rank": 2}),
+                "map": MethodSetting(fit={**svi, "num_draws": 1}),
+                "sgld": MethodSetting(fit=chain, step_size_law=(0.01, 1.0)),
+                "sghmc": MethodSetting(fit=chain, step_size_law=(1e-4, 1.0)),
+                "sgnht": MethodSetting(fit=chain, step_size_law=(0.01, 0.5)),
+                "csgld": MethodSetting(fit=cycles, step_size_law=(0.01, 1.0)),
+                "csghmc": MethodSetting(fit=cycles, step_size_law=(1e-3, 1.0)),
+            },
+        )
+
+    def hidden_units(self, dataset: str) -> int:
+        return self.hidden_by_dataset.get(dataset, self.hidden)
+
+    def model(self, dataset: str, in_features: int, prior_scale: float):
+        """The zoo's ``uci-mlp`` for ``dataset`` with prior scale c = ``prior_scale``."""
+        return zoo.build(
+            "uci-mlp",
+            in_features=in_features,
+            hidden=self.hidden_units(dataset),
+            prior_scale=prior_scale,
+            precision_prior=self.precision_prior,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able record of every choice, stored with the results (the divergence
+        backoff only for the methods with a step-size law, the only ones it applies to)."""
+        described = self.record()
+        for setting in described["methods"].values():
+            if setting["step_size_law"] is None:
+                del setting["step_backoff"], setting["max_step_reductions"]
+        return described
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    split: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.dataset, self.method, self.split)
+
+
+def parse_splits(text: str) -> list[int]:
+    """``"0-19"``, ``"0,3,5-7"`` or ``"all"`` (returned as an empty list: every split).
+
+    Example:
+        >>> parse_splits("0-2,5")
+        [0, 1, 2, 5]
+    """
+    if text.strip() == "all":
+        return []
+    splits: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            splits.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"splits must look like '0-19' or '0,3,5-7', got {text!r}") from None
+    if not splits or min(splits) < 0:
+        raise ValueError(f"splits must be non-negative ranges, got {text!r}")
+    return sorted(set(splits))
+
+
+def _carve_validation(data: UCISplit, fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    n = len(data.x_train)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    n_val = min(max(1, round(fraction * n)), n - 1)
+    fit_rows, val_rows = order[n_val:], order[:n_val]
+    return (
+        data.x_train[fit_rows],
+        data.y_train[fit_rows],
+        data.x_train[val_rows],
+        data.y_train[val_rows],
+    )
+
+
+def _fit(protocol: UCIProtocol, cell: Cell, x, y, prior_scale: float, *, validation: bool):
+    """The fitted posterior and the number of step reductions it needed (see
+    :class:`MethodSetting`; always 0 for methods without a step-size law)."""
+    setting = protocol.methods[cell.method]
+    seed = protocol.seed + cell.split
+    retries = setting.max_step_reductions if setting.step_size_law is not None else 0
+    for reductions in range(retries + 1):
+        options = setting.options(
+            validation=validation, num_rows=len(x), step_reductions=reductions
+        )
+        model = protocol.model(cell.dataset, x.shape[1], prior_scale)
+        try:
+            post = fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
+        except FloatingPointError:  # the samplers' divergence: a smaller step, from the start
+            if reductions == retries:
+                raise
+            continue
+        return post, reductions
+    raise AssertionError("unreachable")
+
+
+def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[str, Any]:
+    """Select the prior scale on validation, refit, evaluate on the test split."""
+    start = time.perf_counter()
+    data = uci(cell.dataset, cell.split, data_dir=data_dir)
+    x_fit, y_fit, x_val, y_val = _carve_validation(
+        data, protocol.validation_fraction, protocol.seed + cell.split
+    )
+    validation_ll, reductions = {}, {}
+    for c in protocol.methods[cell.method].prior_scales:
+        post, reductions[c] = _fit(protocol, cell, x_fit, y_fit, c, validation=True)
+        validation_ll[c] = test_log_likelihood(post.log_likelihood(x_val, y_val))
+    best = max(validation_ll, key=lambda c: validation_ll[c])
+    selection_s = time.perf_counter() - start
+
+    post, final_reductions = _fit(
+        protocol, cell, data.x_train, data.y_train, best, validation=False
+    )
+    test = post.replay(data.x_test, data.y_test)  # every draw, once: f(x) and log p(y | draw)
+    record: dict[str, Any] = {
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "split": cell.split,
+        "rmse": rmse(test.loc.mean(0), data.y_test, y_scale=data.y_std),
+        "test_ll": test_log_likelihood(test.log_lik, y_scale=data.y_std),
+        "prior_scale": best,
+        "validation_ll": {str(c): ll for c, ll in validation_ll.items()},
+        "noise_std": float(post.draws["precision"].rsqrt().mean()) * data.y_std,
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "selection_s": selection_s,
+        "fit_s": post.wall_time,
+    }
+    if protocol.methods[cell.method].step_size_law is not None:
+        record["step_reductions"] = final_reductions
+        record["validation_step_reductions"] = {str(c): k for c, k in reductions.items()}
+    if post.diagnostics:  # the samplers
+        loc = test.loc.reshape(post.num_chains, post.num_draws, -1).numpy()
+        record.update({f"{k}_test_predictions": v for k, v in row_diagnostics(loc).items()})
+    if "diverging" in post.sample_stats:  # NUTS
+        record["divergences"] = int(post.sample_stats["diverging"].sum())
+        record["mean_steps_per_draw"] = float(post.sample_stats["n_steps"].mean())
+    record["wall_s"] = time.perf_counter() - start
+    # JSON has no NaN: a figure that cannot be computed (e.g. R-hat of a tiny run) is null
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """``results.json``, or a fresh document; a file that is not ours is an error."""
+    return harness.load_records(path, fresh={"records": []}, bench="uci")
+
+
+def _cells(
+    datasets: list[str], methods: list[str], splits: list[int], data_dir: str | None
+) -> list[Cell]:
+    cells = []
+    for dataset in datasets:
+        available = uci_num_splits(dataset, data_dir=data_dir)
+        wanted = splits or list(range(available))
+        missing = [s for s in wanted if s >= available]
+        if missing:
+            raise ValueError(f"{dataset} has {available} splits; split(s) {missing} do not exist")
+        cells += [Cell(dataset, method, split) for method in methods for split in wanted]
+    # split-major: an interrupted run has the same splits done for every dataset and method
+    return sorted(
+        cells, key=lambda c: (c.split, datasets.index(c.dataset), methods.index(c.method))
+    )
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_uci(
+    *,
+    datasets: Iterable[str],
+    methods: Iterable[str],
+    splits: list[int],
+    out: Path,
+    data_dir: str | None = None,
+    published: Path | None = None,
+    protocol: UCIProtocol | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every missing cell, saving ``out/results.json`` and ``out/results.md`` after
+    each; returns the document.
+
+    ``splits`` empty means every split of each dataset. ``jobs`` > 1 runs cells in that
+    many processes, each with ``cpu_count // jobs`` torch threads. ``published`` is the
+    published table (default ``<data_dir>/../reference/uci_published.csv``, skipped if
+    absent).
+    """
+    protocol = protocol or UCIProtocol()
+    methods = list(methods)
+    unknown = [m for m in methods if m not in protocol.methods]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {unknown}; the benchmark runs {list(protocol.methods)}"
+        )
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    cells = _cells(list(datasets), methods, splits, data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    document = load_results(path)
+    if published is None:
+        published = default_published_path(data_dir)
+    reference = read_published(published) if published.is_file() else None
+    if reference is None:
+        log(f"no published table at {published}; results.md shows our methods only")
+    done = {(r["dataset"], r["method"], r["split"]) for r in document["records"]}
+    todo = [cell for cell in cells if cell.key not in done]
+    _record_settings(document, protocol, methods, path)
+    document.setdefault("started", date.today().isoformat())
+    document["machine"] = harness.machine()
+    log(f"{len(cells) - len(todo)} of {len(cells)} cells already in {path}; running {len(todo)}")
+
+    def record(result: dict[str, Any]) -> None:
+        result["date"] = date.today().isoformat()
+        document["records"].append(result)
+        save()
+        bar.write(
+            f"{result['dataset']:>10s} {result['method']:>9s} split {result['split']:>2d}: "
+            f"rmse {result['rmse']:.3f}  test_ll {result['test_ll']:.3f}  "
+            f"c={result['prior_scale']}  {result['wall_s']:.0f}s"
+        )
+        bar.update()
+
+    def failed(cell: Cell, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}"
+        document["failures"].append({**asdict(cell), "error": message})
+        bar.write(f"{cell.dataset:>10s} {cell.method:>9s} split {cell.split:>2d}: FAILED {message}")
+        bar.update()
+
+    def save() -> None:  # atomic: an interruption never half-writes either file
+        harness.save(out, document, format_report(document, reference))
+
+    document["failures"] = []  # failures are retried by the next run
+    done_before = len(document["records"])
+    run_start = time.perf_counter()
+    try:
+        with tqdm(total=len(todo), desc="bench uci", disable=not progress) as bar:
+            _run_cells(protocol, todo, data_dir, jobs, record, failed)
+    finally:  # an interrupted run (Ctrl-C) still records what it did
+        if len(document["records"]) > done_before:
+            document.setdefault("runs", []).append(
+                {
+                    "date": date.today().isoformat(),
+                    "jobs": jobs,
+                    "cells": len(document["records"]) - done_before,
+                    "elapsed_s": time.perf_counter() - run_start,
+                }
+            )
+        save()
+    return document
+
+
+def _record_settings(
+    document: dict[str, Any], protocol: UCIProtocol, methods: list[str], path: Path
+) -> None:
+    """Store the protocol with the results; a method joining later adds its settings, and a
+    method whose stored settings differ from this protocol's is refused (its records would
+    mix two protocols)."""
+    described = protocol.describe()
+    stored = document.setdefault("protocol", described)
+    for method in methods:
+        now = described["methods"][method]
+        before = stored["methods"].setdefault(method, now)
+        harness.same_settings(before, now, path=path, what=f"{method} results")
+
+
+def _run_cells(protocol, todo: list[Cell], data_dir, jobs: int, record, failed) -> None:
+    if jobs == 1:
+        for cell in todo:
+            try:
+                record(run_cell(protocol, cell, data_dir))
+            except Exception as error:  # reported, and retried next run
+                failed(cell, error)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads,),
+    ) as pool:
+        futures = {pool.submit(run_cell, protocol, cell, data_dir): cell for cell in todo}
+        for future in as_completed(futures):
+            try:
+                record(future.result())
+            except Exception as error:  # reported, and retried next run
+                failed(futures[future], error)
+
+
+def default_published_path(data_dir: str | None) -> Path:
+    """``<data_dir>/../reference/uci_published.csv``."""
+    return resolve_data_dir(data_dir).parent / "reference" / "uci_published.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = harness.command(
+        "uci",
+        "UCI regression on the standard splits, beside the published table",
+        data="uci/",
+        quick=False,
+    )
+    parser.add_argument(
+        "--datasets",
+        default="boston,concrete,energy,kin8nm,wine,yacht",
+        help="comma-separated dataset folders under <data-dir>/uci/",
+    )
+    parser.add_argument("--methods", default="nuts,meanfield,lowrank,map")
+    parser.add_argument("--splits", default="all", help="e.g. 0-19, 0,3,5-7 or all (default)")
+    parser.add_argument(
+        "--published",
+        default=None,
+        help="published table (default: <data-dir>/../reference/uci_published.csv)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    parser.add_argument(
+        "--card", default=None, help="model card whose result section gets the tables"
+    )
+    return parser
+
+
+def _command(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.card:
+        split_card(Path(args.card), bench="uci")  # a card without its markers fails before the run
+    document = run_uci(
+        datasets=harness.names(args.datasets),
+        methods=harness.names(args.methods),
+        splits=parse_splits(args.splits),
+        out=out,
+        data_dir=args.data_dir,
+        published=Path(args.published) if args.published else None,
+        jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    print(f"written to {out}/results.json and results.md")
+    if args.card:
+        update_card(Path(args.card), (out / "results.md").read_text(), bench="uci")
+        print(f"tables written into {args.card}")
+    if document["failures"]:
+        print(f"{len(document['failures'])} cell(s) failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pyro-bnn bench uci …`` / ``python -m benchmarks.uci …``."""
+    return harness.main(build_parser(), _command, argv)

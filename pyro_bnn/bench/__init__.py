@@ -1,1 +1,0 @@
-"""Benchmarks that write the figures the README and model cards quote."""

@@ -1,0 +1,91 @@
+"""``bench dwp`` end to end with tiny settings on synthetic MNIST and notMNIST directories.
+
+Nothing about accuracy is asserted (a hundred random images measure nothing); the stages,
+the schema, resuming and the errors are.
+"""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.cards import markers
+from benchmarks.dwp.bench import DWPBenchConfig, run_dwp_bench, table_summary, training_set
+from pyro_bnn.cli import main
+from pyro_bnn.dwp import DeepWeightPrior
+from tests.image_files import write_mnist
+
+
+@pytest.fixture
+def image_dirs(tmp_path):
+    write_mnist(tmp_path, name="mnist", n=120, seed=0)
+    write_mnist(tmp_path, name="notmnist", n=120, seed=1)
+    return tmp_path
+
+
+def quiet(_message):
+    pass
+
+
+def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
+    config = DWPBenchConfig.tiny(data_dir=str(image_dirs))
+    out = tmp_path / "out"
+    shipped = tmp_path / "package" / "data" / "dwp_notmnist.pt"
+    document = run_dwp_bench(config, out=out, ship=shipped, progress=False, log=quiet)
+    prior = DeepWeightPrior.load(out / "dwp_notmnist.pt")
+    assert shipped.read_bytes() == (out / "dwp_notmnist.pt").read_bytes()  # --ship PATH
+    assert {v.kernel_size for v in prior.layers.values()} == {5, 7}
+    layers = document["prior"]["layers"]
+    assert layers["conv1"]["kernels_total"] == 2 * 32
+    assert layers["conv2"]["kernels_total"] == 2 * 32 * 128
+    assert layers["conv2"]["vae_training_kernels"] == 500
+    rows = document["table"]
+    assert len(rows) == 3 * 2 * 2
+    assert {r["method"] for r in rows} == {"dwp", "meanfield", "multiplicative"}
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert table_summary(rows)["dwp"][20][2] == 2
+    train = [r["train_accuracy"] for r in rows if (r["prior"], r["size"]) == ("dwp", 20)]
+    assert table_summary(rows, field="train_accuracy")["dwp"][20][0] == pytest.approx(
+        sum(train) / 2
+    )
+    assert len(document["init"]["curves"]["dwp"][0]) == config.init_epochs + 1
+    for figure in ("kernels.png", "init_curves.png"):
+        assert (out / figure).stat().st_size > 0
+    report = (out / "results.md").read_text()
+    assert "| dwp | " in report and "Random-feature extraction" in report
+    assert "Training accuracy of the same ensembles" in report
+
+    # resuming: nothing is rerun, the prior file is kept
+    before = (out / "dwp_notmnist.pt").stat().st_mtime_ns
+    again = run_dwp_bench(config, out=out, progress=False, log=quiet)
+    assert again["table"] == rows and (out / "dwp_notmnist.pt").stat().st_mtime_ns == before
+    assert len(again["runs"]) == 2
+
+    # other settings are refused rather than mixed into these results
+    other = DWPBenchConfig.tiny(data_dir=str(image_dirs), fit_steps=4)
+    with pytest.raises(ValueError, match=r"measured with other settings \(fit_steps\)"):
+        run_dwp_bench(other, out=out, progress=False, log=quiet)
+    assert json.loads((out / "results.json").read_text())["table"] == rows
+
+
+def test_training_sets_are_seeded_and_shared_by_priors():
+    x, y = torch.arange(100.0)[:, None], torch.arange(100)
+    a = training_set(x, y, size=10, draw=0, seed=0)[1]
+    assert torch.equal(a, training_set(x, y, size=10, draw=0, seed=0)[1])
+    assert not torch.equal(a, training_set(x, y, size=10, draw=1, seed=0)[1])
+    assert len(set(a.tolist())) == 10
+    with pytest.raises(ValueError, match="needs a pool that large"):
+        training_set(x, y, size=101, draw=0, seed=0)
+
+
+def test_dwp_command_errors(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    args = ["bench", "dwp", "--quick", "--no-progress", "--out", out]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 2
+    assert "no image directory" in capsys.readouterr().err
+    assert main([*args, "--stages", "table,warp"]) == 2
+    assert "unknown stage(s) ['warp']" in capsys.readouterr().err
+    card = tmp_path / "card.md"
+    card.write_text("# a card without markers\n")
+    assert main([*args, "--card", str(card)]) == 2
+    assert markers("dwp")[0] in capsys.readouterr().err

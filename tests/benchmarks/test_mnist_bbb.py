@@ -1,0 +1,35 @@
+"""``bench mnist-bbb`` end to end with tiny settings on a synthetic MNIST directory.
+
+Nothing about accuracy is asserted (a few hundred random images measure nothing); the
+schema, the selection on validation and the pruning table are.
+"""
+
+import json
+
+from benchmarks.mnist_bbb.bench import PRUNE_FRACTIONS, MnistBBBConfig, run_mnist_bbb
+from pyro_bnn.cli import main
+from tests.image_files import write_mnist
+
+
+def test_mnist_bbb_bench_writes_tables_and_figure(tmp_path):
+    write_mnist(tmp_path, n=200, seed=0)
+    config = MnistBBBConfig.tiny(data_dir=str(tmp_path), batch_size=32)
+    report = run_mnist_bbb(config, out=tmp_path / "out", progress=False)
+    assert set(report["methods"]) == {"sgd", "dropout", "bbb_gaussian", "bbb_mixture"}
+    mixture = report["methods"]["bbb_mixture"]
+    assert len(mixture["validation_errors"]) == len(config.mixture_grid)
+    best = min(mixture["validation_errors"], key=lambda c: c["validation_error"])
+    assert mixture["chosen"] == best["setting"]
+    assert [p["fraction"] for p in report["pruning"]] == list(PRUNE_FRACTIONS)
+    assert 0 < report["local_reparameterization"]["ratio"]
+    assert report["n_fit"] == 120 and report["n_validation"] == 40 and report["n_test"] == 40
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["methods"].keys() == report["methods"].keys()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| bbb_mixture | pi=" in table and "weights removed by SNR" in table
+    assert (tmp_path / "out" / "weights.png").stat().st_size > 0
+
+
+def test_mnist_bbb_command_reports_a_missing_directory(tmp_path, capsys):
+    assert main(["bench", "mnist-bbb", "--quick", "--data-dir", str(tmp_path)]) == 2
+    assert "no image directory" in capsys.readouterr().err

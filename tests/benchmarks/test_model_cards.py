@@ -1,0 +1,70 @@
+"""Model cards and the README quote their benchmark's committed output, never hand-typed
+figures; each committed report is the report of its committed records."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cards import update_card
+from benchmarks.uci.bench import default_published_path, load_results
+from benchmarks.uci.report import format_report, read_published
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "uci"
+
+
+def test_uci_card_quotes_the_committed_report(tmp_path):
+    card = ROOT / "pyro_bnn" / "zoo" / "uci_mlp.md"
+    report = RESULTS / "results.md"
+    if not report.exists():
+        pytest.skip("no committed UCI benchmark output in benchmarks/uci/")
+    regenerated = tmp_path / "card.md"
+    shutil.copy(card, regenerated)
+    update_card(regenerated, report.read_text(), bench="uci")
+    assert regenerated.read_text() == card.read_text(), (
+        f"{card} is out of date: rerun `pyro-bnn bench uci ... --card {card}`"
+    )
+
+
+def test_uci_report_is_the_report_of_the_committed_records():
+    published = default_published_path(None)
+    if not (RESULTS / "results.json").exists() or not published.is_file():
+        pytest.skip("needs benchmarks/uci/results.json and the shared published table")
+    document = load_results(RESULTS / "results.json")
+    expected = format_report(document, read_published(published))
+    assert (RESULTS / "results.md").read_text() == expected
+
+
+def test_dwp_card_quotes_the_committed_report(tmp_path):
+    """Once `bench dwp` output is committed, the card must quote it, and the report must be
+    the report of the committed records."""
+    import json
+
+    from benchmarks.dwp.bench import format_markdown
+
+    results = ROOT / "benchmarks" / "dwp"
+    if not (results / "results.json").exists():
+        pytest.skip("no committed deep-weight-prior benchmark output in benchmarks/dwp/")
+    report = (results / "results.md").read_text()
+    assert report == format_markdown(json.loads((results / "results.json").read_text()))
+    regenerated = tmp_path / "card.md"
+    shutil.copy(ROOT / "pyro_bnn" / "zoo" / "dwp_cnn.md", regenerated)
+    update_card(regenerated, report, bench="dwp")
+    assert regenerated.read_text() == (ROOT / "pyro_bnn" / "zoo" / "dwp_cnn.md").read_text(), (
+        "the dwp card is out of date: rerun `pyro-bnn bench dwp ... --card pyro_bnn/zoo/dwp_cnn.md`"
+    )
+
+
+@pytest.mark.parametrize("bench", ["mnist_bbb", "modes"])
+def test_committed_report_is_the_report_of_its_records(bench):
+    """The README quotes these reports: each re-renders byte for byte from its records."""
+    import importlib
+    import json
+
+    results = ROOT / "benchmarks" / bench
+    if not (results / "results.json").exists():
+        pytest.skip(f"no committed output in benchmarks/{bench}/")
+    format_markdown = importlib.import_module(f"benchmarks.{bench}.bench").format_markdown
+    document = json.loads((results / "results.json").read_text())
+    assert (results / "results.md").read_text() == format_markdown(document)
