@@ -27,7 +27,7 @@ def test_log_uniform_prior_fits_with_the_multiplicative_family():
                init_loc_fn=init_to_fan_in, init_scale=0.1, num_draws=50, progress_bar=False,
                seed=0)  # fmt: skip
     assert isinstance(post.guide, AutoMultiplicativeNormal)
-    assert all(torch.isfinite(torch.tensor(post.losses)))
+    assert all(torch.isfinite(torch.tensor(post.losses[0])))
     accuracy = (post.predict(x).probs.argmax(-1) == y).float().mean()
     assert accuracy > 0.9  # a linear boundary; chance is 0.5
     snr = signal_to_noise(post)

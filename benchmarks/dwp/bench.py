@@ -362,7 +362,7 @@ def run_table_cell(
         "method": options["method"],
         "accuracy": accuracy(probs, test_y),
         "train_accuracy": accuracy(post.predict(x, num_samples=None).probs, y),
-        "final_loss": float(np.mean(post.losses[-20:])),
+        "final_loss": float(np.mean(post.losses[0][-20:])),
         "fit_s": post.wall_time,
         "predict_s": time.perf_counter() - start,
     }

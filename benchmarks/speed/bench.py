@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from benchmarks import harness
 from pyro_bnn import zoo
-from pyro_bnn.arviz import prediction_diagnostics, row_diagnostics
+from pyro_bnn.arviz import prediction_diagnostics
+from pyro_bnn.diagnostics import row_diagnostics
 from pyro_bnn.datasets import Split, uci
 from pyro_bnn.infer import fit
 
@@ -162,7 +163,8 @@ def _same_posterior(data: Split, config: SpeedConfig) -> dict:
             progress_bar=False,
             seed=config.seed,
         )
-        tail = np.asarray(post.losses[-max(len(post.losses) // 5, 1) :])
+        losses = post.losses[0]
+        tail = np.asarray(losses[-max(len(losses) // 5, 1) :])
         report[name] = {
             "final_loss_mean": float(tail.mean()),
             "final_loss_sd": float(tail.std()),

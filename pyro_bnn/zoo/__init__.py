@@ -59,6 +59,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
            "2-D mixture of 25 Gaussians (Zhang et al. 2020): a multimodal sampling target"),
     _entry("mlp-classification", "mlp_classification", "MLPClassification",
            "Bayesian MLP classifier (categorical or Bernoulli)"),
+    _entry("mlp-heteroscedastic", "mlp_heteroscedastic", "MLPHeteroscedastic",
+           "Bayesian MLP with mean and noise-scale heads (heteroscedastic Gaussian)"),
     _entry("mlp-regression", "mlp_regression", "MLPRegression",
            "Bayesian MLP, Gaussian likelihood (fixed or learned noise)"),
     _entry("uci-mlp", "uci_mlp", "uci_mlp",

@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_bnn.priors import FanInGaussianPrior
+from pyro_bnn.zoo.mlp_heteroscedastic import MLPHeteroscedastic
 from pyro_bnn.zoo.mlp_regression import MLPRegression
 
 __all__ = ["uci_mlp"]
@@ -32,12 +33,21 @@ def uci_mlp(
     hidden: int = 50,
     prior_scale: float = 1.0,
     precision_prior: tuple[float, float] = (1.0, 0.01),
-) -> MLPRegression:
+    likelihood: str = "gaussian",
+) -> MLPRegression | MLPHeteroscedastic:
     """``precision_prior``: (concentration, rate) of the Gamma prior on 1/σ² (standardised y).
 
     The default Gamma(1, 0.01) has mean 100 (σ = 0.1) and a density that falls by e only
     at precision 100: weak over the range UCI noise levels take (σ from 0.03 to 0.8).
+    ``likelihood="heteroscedastic"`` gives the network a second head for the noise scale
+    σ(x) (the deep-ensemble model of Lakshminarayanan et al.), with no precision prior.
     """
+    if likelihood == "heteroscedastic":
+        return MLPHeteroscedastic(
+            in_features=in_features, hidden=(hidden,), prior=FanInGaussianPrior(c=prior_scale)
+        )
+    if likelihood != "gaussian":
+        raise ValueError(f"likelihood must be 'gaussian' or 'heteroscedastic', got {likelihood!r}")
     concentration, rate = precision_prior
     return MLPRegression(
         in_features=in_features,

@@ -136,7 +136,7 @@ def test_zoo_model(name):
     assert prior_predictive.shape == (12,)
 
     post = fit(model, x, y, method="meanfield", num_steps=5, num_draws=7, progress_bar=False)
-    assert all(torch.isfinite(torch.tensor(post.losses)))
+    assert all(torch.isfinite(torch.tensor(post.losses[0])))
     pred = post.predict(torch.randn(5, *shape), num_samples=7)
     assert pred.samples.shape == (7, 5)
     assert pred.mean.shape == pred.std.shape == (5,)
