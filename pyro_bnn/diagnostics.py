@@ -42,10 +42,13 @@ def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, flo
     """Whether a loss history converged: the mean loss of the first and last tenths, and
     the fall over the last tenth (first half of it minus second half) against its noise.
 
-    It warns when the last tenth sits above the first (the run went the wrong way: a step
-    size too large, or a prior that fights the data), or when the loss still falls over the
-    last tenth by more than 1 % of the whole run's fall and by more than 3 standard errors of
-    that difference (stopped early: more steps or a larger learning rate).
+    It warns when the last tenth sits above the start (the first hundredth: the run went
+    the wrong way, a step size too large or a prior that fights the data), when the last
+    tenth oscillates by more than a quarter of the fall from the start to the best loss
+    (a step size too large), or when the loss still falls over the
+    last tenth by more than 0.5 % of the whole run's fall and by more than 3 standard errors of
+    that difference (stopped early: more steps or a larger learning rate). The noise of
+    each half's mean comes from consecutive differences, so a smooth trend is not noise.
 
     Example:
         >>> import math
@@ -61,22 +64,30 @@ def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, flo
     first, last = values[:tenth], values[-tenth:]
     early, late = last[: tenth // 2], last[tenth // 2 :]
     fall = float(early.mean() - late.mean())
-    noise = float(np.sqrt(early.var(ddof=1) / len(early) + late.var(ddof=1) / len(late)))
+    # step-to-step noise from consecutive differences (blind to a smooth trend)
+    step_sd = float(np.diff(last).std(ddof=1)) / np.sqrt(2)
+    noise = step_sd * float(np.sqrt(1 / len(early) + 1 / len(late)))
     whole = float(first.mean() - last.mean())
+    start = float(values[: max(1, n // 100)].mean())
+    best = float(values.min())
     diagnostics = {
+        "loss_start": start,
         "loss_first_tenth": float(first.mean()),
         "loss_last_tenth": float(last.mean()),
         "loss_fall_last_tenth": fall,
     }
     found = []
-    if whole < 0 and -whole > 3 * float(
-        np.sqrt(first.var(ddof=1) / tenth + last.var(ddof=1) / tenth)
-    ):
+    if last.mean() > start + 3 * step_sd / np.sqrt(tenth):
         found.append(
             f"{method}: the loss ran away: its last tenth averages {last.mean():.4g}, above its "
-            f"first tenth's {first.mean():.4g}; lower lr, or check the prior's scale"
+            f"start {start:.4g}; lower lr, or check the prior's scale"
         )
-    elif whole > 0 and fall > 0.01 * whole and fall > 3 * noise:
+    elif start > best and last.std() > 0.25 * (start - best):
+        found.append(
+            f"{method}: the loss oscillates over its last tenth (sd {last.std():.4g} against "
+            f"a fall of {start - best:.4g} from its start to its best); lower lr"
+        )
+    elif whole > 0 and fall > 0.005 * whole and fall > 3 * noise:
         found.append(
             f"{method}: the loss was still falling over the last tenth of the run "
             f"({early.mean():.4g} to {late.mean():.4g}); it has not converged: raise "

@@ -21,6 +21,7 @@ TINY_DWP = DeepWeightPrior(
 
 CASES = {
     "mlp-regression": (dict(in_features=3, hidden=(8, 8)), torch.randn(12)),
+    "mlp-heteroscedastic": (dict(in_features=3, hidden=(8,)), torch.randn(12)),
     "mlp-classification": (
         dict(in_features=3, num_classes=4, hidden=(8,)),
         torch.randint(0, 4, (12,)),
@@ -69,6 +70,13 @@ SITES = {
         "net.4.weight": (1, 8),
         "net.4.bias": (1,),
         "precision": (),
+        "obs": (12,),
+    },
+    "mlp-heteroscedastic": {
+        "net.0.weight": (8, 3),
+        "net.0.bias": (8,),
+        "net.2.weight": (2, 8),
+        "net.2.bias": (2,),
         "obs": (12,),
     },
     "mlp-classification": {
