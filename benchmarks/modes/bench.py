@@ -37,8 +37,8 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import harness
-from pyro_bnn.infer import fit
 from pyro_bnn.diagnostics import SamplingWarning
+from pyro_bnn.infer import fit
 from pyro_bnn.zoo.mixture25 import CENTRES, VARIANCE, MixtureOf25, uniform_start
 
 __all__ = ["ModesConfig", "count_modes", "format_markdown", "main", "run_modes"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -36,8 +37,8 @@ import torch.nn.functional as F
 from benchmarks import harness
 from pyro_bnn import zoo
 from pyro_bnn.arviz import prediction_diagnostics
-from pyro_bnn.diagnostics import row_diagnostics
 from pyro_bnn.datasets import Split, uci
+from pyro_bnn.diagnostics import row_diagnostics
 from pyro_bnn.infer import fit
 
 __all__ = ["SpeedConfig", "format_markdown", "main", "run_speed"]
@@ -60,11 +61,14 @@ class SpeedConfig(harness.Settings):
     data_dir: str | None = None
     threads: int = 2
     compute_bound: bool = False
+    ensemble_members: int = 5
+    ensemble_steps: int = 2000
 
     @classmethod
     def tiny_settings(cls) -> dict[str, Any]:
         return dict(svi_steps=50, nuts_warmup=10, nuts_samples=10, max_tree_depths=(3,),
-                    predict_rows=500, predict_draws=50)  # fmt: skip
+                    predict_rows=500, predict_draws=50, ensemble_members=2,
+                    ensemble_steps=20)  # fmt: skip
 
 
 def _data(config: SpeedConfig) -> tuple[Split, str]:
@@ -204,6 +208,30 @@ def _pyro_nuts(
         "mean_steps_per_draw": float(post.sample_stats["n_steps"].mean()),
         "min_ess_test_predictions": ess,
         "ess_per_s": ess / seconds,
+    }
+
+
+def _ensemble(data: Split, config: SpeedConfig) -> dict:
+    """Wall time of ``ensemble_members`` MAP members in worker processes (one per core, up
+    to the members; the chain runner's default) against the same members one after another
+    in this process, after one untimed member (imports and compilation)."""
+
+    def members(processes: int, num: int) -> float:
+        post = fit(
+            _model(data.x_train.shape[1]), data.x_train, data.y_train, method="ensemble",
+            num_members=num, num_steps=config.ensemble_steps, chain_processes=processes,
+            progress_bar=False, seed=config.seed,
+        )  # fmt: skip
+        return post.wall_time
+
+    members(1, 1)
+    here = members(1, config.ensemble_members)
+    workers = min(config.ensemble_members, os.cpu_count() or 1)
+    return {
+        "members": config.ensemble_members,
+        "processes": workers,
+        "sequential_s": here,
+        "parallel_s": members(workers, config.ensemble_members),
     }
 
 
@@ -391,6 +419,7 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
         "same_posterior": _same_posterior(data, config),
         "nuts": {str(d): _pyro_nuts(data, config, d) for d in config.max_tree_depths},
         "predict": _predict(data, config),
+        "ensemble": _ensemble(data, config),
     }
     reference = _numpyro(data, config)
     if reference is not None:
@@ -561,6 +590,18 @@ def format_markdown(results: dict) -> str:
         )
         + " |",
     ]
+    if "ensemble" in results:
+        ens = results["ensemble"]
+        rows.append(
+            _row(
+                f"ensemble of {ens['members']} MAP members, {ens['processes']} worker processes",
+                ens["parallel_s"],
+                " s",
+                f"{ens['members']} × one member, here",
+                ens["sequential_s"],
+                fmt=".1f",
+            )
+        )
     cfg = results["config"]
     header = (
         f"Measured {results['date']} on {results['machine']}; data: {results['data']}. "

@@ -218,6 +218,32 @@ def _comparisons(datasets: list[str], table, published: Published) -> list[str]:
     return lines
 
 
+def _ensemble_comparison(datasets: list[str], table, published: Published) -> list[str]:
+    """``ensemble`` against Lakshminarayanan et al.'s deep-ensembles column."""
+    lines = [
+        "### Deep ensembles against the published figures",
+        "",
+        "Test log-likelihood of `ensemble` (5 heteroscedastic members, adversarial training) "
+        "against Lakshminarayanan et al. 2017, Table 1 (20 splits; ours: the splits run).",
+        "",
+        *table_header("dataset", "splits", "ensemble LL", "published LL", "at or above"),
+    ]
+    reached = 0
+    for dataset in datasets:
+        ours = table.get((dataset, "ensemble"), {}).get("test_ll")
+        theirs = published.get("ensemble", "test_ll", dataset)
+        if not ours or theirs is None:
+            continue
+        mean, _ = _mean_se(ours)
+        reached += mean >= theirs[0]
+        lines.append(
+            table_row(dataset, len(ours), format_mean_se(ours), f"{theirs[0]:.2f}",
+                      _yes(mean >= theirs[0]))
+        )  # fmt: skip
+    lines += ["", f"At or above the published figure on {reached} of {len(lines) - 6} datasets."]
+    return lines
+
+
 def _label(column: str) -> str:
     return PUBLISHED_SOURCES.get(column, (column, ""))[0]
 
@@ -389,6 +415,8 @@ def format_report(document: dict[str, Any], published: Published | None) -> str:
         lines += ["", *_metric_table(metric, datasets, methods, table, published)]
     if published is not None:
         lines += ["", *_comparisons(datasets, table, published)]
+        if "ensemble" in methods:
+            lines += ["", *_ensemble_comparison(datasets, table, published)]
     lines += ["", *_cost_table(datasets, methods, table)]
     runs = document.get("runs", [])
     cells = sum(run["cells"] for run in runs)

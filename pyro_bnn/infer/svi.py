@@ -287,11 +287,16 @@ class AdversarialLoss:
 
     def perturb(self, model, guide, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         inputs = x.detach().requires_grad_(True)
-        with poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(inputs, y)
-            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(inputs, y)
-        site = trace.nodes[OBS_SITE]
-        nll = -site["fn"].log_prob(site["value"]).sum()
+        if isinstance(self.loss, elbo.PotentialELBO):  # the compiled potential: U's x-gradient
+            with torch.no_grad():
+                theta, _ = self.loss._sample(guide)
+            nll = self.loss.potential(theta, inputs, y)  # the prior terms do not involve x
+        else:
+            with poutine.block():
+                guide_trace = poutine.trace(guide).get_trace(inputs, y)
+                replayed = poutine.replay(model, trace=guide_trace)
+                site = poutine.trace(replayed).get_trace(inputs, y).nodes[OBS_SITE]
+            nll = -site["fn"].log_prob(site["value"]).sum()
         (grad,) = torch.autograd.grad(nll, inputs)
         return (x + self.epsilon * grad.sign()).detach()
 
