@@ -5,6 +5,7 @@ comparisons are checked on hand-made records where the right answer is known.
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -95,6 +96,22 @@ def test_sgmcmc_methods_join_the_table(tmp_path):
     assert "| dataset | sgld | sghmc | sgnht | csgld | csghmc |" in report
     law = UCIProtocol.tiny().methods["sgld"]
     assert law.options(validation=False, num_rows=30)["step_size"] == pytest.approx(0.01 / 30)
+
+
+def test_the_ensemble_joins_with_heteroscedastic_members(tmp_path):
+    """Ensemble members carry their own noise heads (no precision site): the record's
+    noise is their σ(x) over the test rows; one prior scale means no validation fits."""
+    write_uci(tmp_path, rows=40, splits=1)
+    tiny = UCIProtocol.tiny()
+    single = replace(tiny.methods["ensemble"], prior_scales=(1.0,))
+    protocol = replace(tiny, methods={**tiny.methods, "ensemble": single})
+    document = _run(tmp_path, ["ensemble"], [0], protocol=protocol)
+    (record,) = document["records"]
+    assert RECORD_KEYS <= record.keys() and record["validation_ll"] == {}
+    assert record["prior_scale"] == 1.0 and record["noise_std"] > 0
+    assert "min_ess_test_predictions" not in record  # the members are not a sampler's draws
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "| ensemble |" in report
 
 
 def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
