@@ -100,18 +100,25 @@ def test_sgmcmc_methods_join_the_table(tmp_path):
 
 def test_the_ensemble_joins_with_heteroscedastic_members(tmp_path):
     """Ensemble members carry their own noise heads (no precision site): the record's
-    noise is their σ(x) over the test rows; one prior scale means no validation fits."""
+    noise is their σ(x) over the test rows. Its schedule is chosen on validation with the
+    prior scale; a single candidate means no validation fits."""
     write_uci(tmp_path, rows=40, splits=1)
-    tiny = UCIProtocol.tiny()
-    single = replace(tiny.methods["ensemble"], prior_scales=(1.0,))
-    protocol = replace(tiny, methods={**tiny.methods, "ensemble": single})
-    document = _run(tmp_path, ["ensemble"], [0], protocol=protocol)
+    document = _run(tmp_path, ["ensemble"], [0])
     (record,) = document["records"]
-    assert RECORD_KEYS <= record.keys() and record["validation_ll"] == {}
-    assert record["prior_scale"] == 1.0 and record["noise_std"] > 0
+    assert RECORD_KEYS <= record.keys() and record["prior_scale"] == 1.0
+    assert set(record["validation_ll"]) == {"1.0, a", "1.0, b"}
+    assert f"1.0, {record['schedule']}" == max(record["validation_ll"],
+                                               key=record["validation_ll"].get)  # fmt: skip
+    assert record["noise_std"] > 0
     assert "min_ess_test_predictions" not in record  # the members are not a sampler's draws
-    report = (tmp_path / "out" / "results.md").read_text()
-    assert "| ensemble |" in report
+    assert "| ensemble |" in (tmp_path / "out" / "results.md").read_text()
+
+    tiny = UCIProtocol.tiny()
+    single = replace(tiny.methods["ensemble"], schedules={})
+    protocol = replace(tiny, methods={**tiny.methods, "ensemble": single})
+    document = _run(tmp_path, ["ensemble"], [0], protocol=protocol, out_name="single")
+    assert document["records"][0]["validation_ll"] == {}
+    assert "schedule" not in document["records"][0]
 
 
 def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
