@@ -38,7 +38,7 @@ from pyro.infer.autoguide import (
 from pyro.optim import ClippedAdam
 from tqdm import tqdm
 
-from pyro_bnn.diagnostics import loss_diagnostics
+from pyro_bnn.diagnostics import loss_diagnostics, not_finite_at_start
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
 from pyro_bnn.infer.chains import Chain
@@ -337,6 +337,8 @@ def _fit_guide(
             kl.weight = kl_scale[position]
             loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
             if not math.isfinite(loss):
+                if step == 0:
+                    raise ValueError(not_finite_at_start(name, "loss", x, y))
                 raise FloatingPointError(
                     f"the {name} loss became {loss} at step {step}; try a smaller lr"
                 )
