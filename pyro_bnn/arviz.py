@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_bnn.diagnostics import expected_shape_notes, import_arviz, issue_warnings, row_diagnostics
+from pyro_bnn.diagnostics import import_arviz, issue_warnings, row_diagnostics
 from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.validation import as_inputs, as_targets, check_inputs_like, check_seed
@@ -152,8 +152,7 @@ def to_inference_data(
                 "x": ["data_new", *dims["x"][1:]],
             },
         }
-    with expected_shape_notes():
-        idata = az.from_dict(**groups, dims=dims, **extra)
+    idata = az.from_dict(**groups, dims=dims, **extra)
     attrs = {
         "inference_library": "pyro",
         "method": posterior.method,

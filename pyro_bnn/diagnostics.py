@@ -9,10 +9,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
-from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -23,7 +20,6 @@ __all__ = [
     "RHAT_THRESHOLD",
     "ConvergenceWarning",
     "SamplingWarning",
-    "expected_shape_notes",
     "import_arviz",
     "issue_warnings",
     "loss_diagnostics",
@@ -58,29 +54,6 @@ def import_arviz() -> ModuleType:
         import arviz
 
     return arviz
-
-
-class _ShapeNotes(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Shape validation failed")
-
-
-@contextlib.contextmanager
-def expected_shape_notes() -> Iterator[None]:
-    """Hide ArviZ's "Shape validation failed" log lines inside: this library's own calls
-    on one chain, or on a few draws, expect them. ArviZ logs through a logger of its own
-    with no parent, which reaches the ``logging.lastResort`` handler, so the filter goes
-    there and on the ``arviz`` logger; it is removed on leaving."""
-    quiet = _ShapeNotes()
-    targets = [logging.getLogger("arviz"), logging.lastResort]
-    targets = [t for t in targets if t is not None]
-    for target in targets:
-        target.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for target in targets:
-            target.removeFilter(quiet)
 
 
 def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, float], list[str]]:
@@ -226,16 +199,15 @@ def row_diagnostics(values: np.ndarray) -> dict[str, float]:
     """
     az = import_arviz()
     values = np.asarray(values)
-    with expected_shape_notes():
-        dataset = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
-        if values.shape[0] == 1:
-            half = values.shape[1] // 2
-            values = np.stack([values[0, :half], values[0, half : 2 * half]])
-        halves = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
-        return {
-            "min_ess": float(az.ess(dataset)["f"].min()),
-            "max_rhat": float(az.rhat(halves)["f"].max()),
-        }
+    dataset = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
+    if values.shape[0] == 1:
+        half = values.shape[1] // 2
+        values = np.stack([values[0, :half], values[0, half : 2 * half]])
+    halves = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
+    return {
+        "min_ess": float(az.ess(dataset)["f"].min()),
+        "max_rhat": float(az.rhat(halves)["f"].max()),
+    }
 
 
 def mixing_diagnostics(

@@ -59,7 +59,9 @@ def _as_tensor(value, name: str) -> torch.Tensor:
         )
     if tensor.is_complex():
         raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
-    if tensor.numel() == 0 or tensor.dim() == 0 or tensor.shape[0] == 0:
+    if tensor.dim() > 0 and tensor.shape[0] > 0 and tensor.numel() == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(tensor.shape)})")
+    if tensor.numel() == 0 or tensor.dim() == 0:
         raise ValueError(
             f"{name} is empty (shape {tuple(tensor.shape)}); it needs at least one row"
         )
@@ -85,8 +87,6 @@ def as_inputs(x, *, name: str = "x") -> torch.Tensor:
             f"{name} must have shape (rows, features), got {tuple(tensor.shape)}; "
             f"reshape a single feature with {name}[:, None]"
         )
-    if tensor.shape[1:].numel() == 0:
-        raise ValueError(f"{name} has no features (shape {tuple(tensor.shape)})")
     return _check_finite(tensor.to(torch.float32), name)
 
 
