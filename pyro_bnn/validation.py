@@ -144,7 +144,7 @@ def obs_shape_error(batch_shape: tuple[int, ...], rows: int, x_shape: tuple[int,
     """What to say when the ``obs`` site's batch shape is not the data plate's (rows,)."""
     hints = []
     if len(x_shape) > 2:
-        hints.append(f"x has shape {x_shape}: a model of (rows, features) inputs needs 2-D x")
+        hints.append(f"x has shape {x_shape}: if the model takes (rows, features), give 2-D x")
     if len(batch_shape) >= 2 and batch_shape[-1] == rows:
         hints.append(
             f"a network output of shape ({rows}, 1) or with more trailing dimensions is "
