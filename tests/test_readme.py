@@ -37,8 +37,8 @@ def test_quick_start_runs():
 def test_quick_start_runs_as_a_script(tmp_path):
     """Pasted into a file and run with ``python script.py``: the script has no
     ``if __name__ == "__main__":`` guard, so NUTS's two chains run in this process with a
-    one-line warning instead of dying in spawned workers (about a minute and a half on the
-    2-core development machine)."""
+    one-line warning instead of dying in spawned workers (9.8 min on the 2-core development
+    machine with two benchmarks sharing its cores, 2026-11-27)."""
     code = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
     script = tmp_path / "script.py"
     script.write_text(code)
