@@ -20,6 +20,7 @@ __all__ = [
     "RHAT_THRESHOLD",
     "ConvergenceWarning",
     "SamplingWarning",
+    "data_scale",
     "import_arviz",
     "issue_warnings",
     "loss_diagnostics",
@@ -114,14 +115,19 @@ def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, flo
     return diagnostics, found
 
 
+def data_scale(x: torch.Tensor, y: torch.Tensor) -> str:
+    """The data's largest magnitudes, for messages about a fit that is not finite."""
+    y_max = float(y.abs().max()) if torch.is_floating_point(y) else float(y.max())
+    return f"x (largest |x| {float(x.abs().max()):.3g}) and y (largest |y| {y_max:.3g})"
+
+
 def not_finite_at_start(method: str, what: str, x: torch.Tensor, y: torch.Tensor) -> str:
     """What to say when a fit is not finite before its first step: no step size is to
     blame, the model's density at its initial values is, usually for data on a huge scale."""
-    y_max = float(y.abs().max()) if torch.is_floating_point(y) else float(y.max())
     return (
         f"the {method} {what} is not finite at the start, before any step: the model's log "
-        f"density is not finite at its initial values; check the scale of x (largest |x| "
-        f"{float(x.abs().max()):.3g}) and y (largest |y| {y_max:.3g}): standardise them"
+        f"density is not finite at its initial values; check the scale of {data_scale(x, y)}: "
+        "standardise them"
     )
 
 

@@ -216,5 +216,7 @@ class Posterior:
 
     def log_likelihood(self, x, y, *, row_batch: int = 1000, draw_chunk: int = 500) -> torch.Tensor:
         """Pointwise log p(y_i | draw), shaped (chain, draw, rows)."""
+        if y is None:
+            raise TypeError("log_likelihood needs y, the targets of the rows of x")
         obs = self.replay(x, y, row_batch=row_batch, draw_chunk=draw_chunk)
         return obs.log_lik.reshape(self.num_chains, self.num_draws, -1)

@@ -13,13 +13,14 @@ The contract checked for every example:
 - some suspect: the call succeeds with those shapes, or raises ``ValueError``/``TypeError``
   whose message names one of the suspect arguments (a whole word: ``x``, ``lr``, ``model``);
   a fit whose loss reaches NaN/inf after steps raises ``FloatingPointError`` naming the
-  step-size option (``lr``), which is suspect only when it is huge;
+  step-size option (``lr``) and the data's scale, allowed when ``lr`` is huge or x or y
+  holds huge values;
 - anything else (another exception, a wrong shape, a message about something else) fails,
   and so does an example slower than its ``deadline`` or a hang (a 60 s alarm).
 
 Default run: 120 fit + 30 misshapen-model fits + 150 predict + 100 log_likelihood + 40
 to_inference_data = 440 examples, derandomised so CI is repeatable. ``pytest -m slow``
-runs ten times as many, randomised.
+runs ten times as many, randomised (4,180: the misshapen-model cases run out at 80).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def _fit_property(data) -> None:
 
 
 def _fit(model, x, y, method, options, suspects):
-    with contract(suspects, divergence_names={"lr"}):
+    with contract(suspects, divergence_names={"lr", "x", "y"}):
         return fit(model, x, y, method=method, progress_bar=False, **options)
 
 
@@ -444,14 +445,15 @@ def _predict_property(data) -> None:
         _check_prediction(pred, rows=rows, samples=samples, classes=None)
 
 
-@_settings(150, 5_000)
+# a row_batch and draw_chunk of 1 replay 1,000 draws one row at a time: seconds, not a hang
+@_settings(150, 20_000)
 @given(data=st.data())
 def test_predict(data):
     _predict_property(data)
 
 
 @pytest.mark.slow
-@_settings(150, 5_000, slow=True)
+@_settings(150, 20_000, slow=True)
 @given(data=st.data())
 def test_predict_slow(data):
     _predict_property(data)
@@ -517,11 +519,12 @@ def _inference_data_property(data) -> None:
     idata = _outcome(call)
     if idata is None:
         return
-    observed = rows if "x" in kwargs else len(post.x_train)
+    # None is each argument's default (the training data, no predictions)
+    observed = rows if kwargs.get("x") is not None else len(post.x_train)
     assert idata.log_likelihood["obs"].shape == (3, 1, observed)
     assert idata.posterior_predictive["obs"].shape == (3, 1, observed)
     assert idata.observed_data["obs"].shape == (observed,)
-    if "x_new" in kwargs:
+    if kwargs.get("x_new") is not None:
         assert idata.predictions["obs"].shape == (3, 1, new_rows)
 
 

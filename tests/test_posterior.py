@@ -122,3 +122,9 @@ def test_a_posterior_of_a_wrongly_shaped_model_never_predicts_a_square(regressio
         post.predict(x)
     with pytest.raises(ValueError, match=r"batch shape \(7, 7\)"):
         post.log_likelihood(x, torch.zeros(7))
+
+
+def test_log_likelihood_needs_y(regression_posterior):
+    """Found by tests/test_fuzz.py: y=None replayed without a likelihood and failed inside."""
+    with pytest.raises(TypeError, match="log_likelihood needs y"):
+        regression_posterior.log_likelihood(torch.zeros(2, 1), None)

@@ -41,6 +41,7 @@ from pyro_bnn.diagnostics import (
 )
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.replay import replay
+from pyro_bnn.validation import short_error
 
 if TYPE_CHECKING:
     from pyro_bnn.infer.methods import Method
@@ -184,7 +185,15 @@ def _run_group(
                 progress_bar=progress_bar,
             )
             chain.timings.setdefault("chain_s", time.perf_counter() - began)
-            noise = _noise_scale(model, chain.draws, x, y)
+            try:
+                noise = _noise_scale(model, chain.draws, x, y)
+            except ValueError as error:  # Pyro's check of a distribution's parameters
+                if "Expected parameter" not in str(error):
+                    raise
+                raise FloatingPointError(
+                    f"{method.name}: the draws put a distribution's parameter outside its "
+                    f"support ({short_error(error)[:100]}...); {_remedy(options)}"
+                ) from None
             if noise is not None:
                 found = noise_diagnostics(noise, y, method=method.name, remedy=_remedy(options))
                 chain.diagnostics.update(found[0])

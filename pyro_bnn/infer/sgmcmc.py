@@ -51,7 +51,7 @@ import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
-from pyro_bnn.diagnostics import not_finite_at_start, potential_diagnostics
+from pyro_bnn.diagnostics import data_scale, not_finite_at_start, potential_diagnostics
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -369,7 +369,8 @@ def run_sgmcmc_chain(
                     raise ValueError(not_finite_at_start(name, "gradient", x, y))
                 raise FloatingPointError(
                     f"{name}: non-finite gradient at step {step} of the chain with "
-                    f"seed {seed}; try a smaller step_size (now {options.step_size:g})"
+                    f"seed {seed}; try a smaller step_size (now {options.step_size:g}), or "
+                    f"check the scale of {data_scale(x, y)}"
                 )
             if step < max(1, options.num_steps // 100):
                 first.append(energy.item())

@@ -40,7 +40,7 @@ from pyro.optim import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
-from pyro_bnn.diagnostics import loss_diagnostics, not_finite_at_start
+from pyro_bnn.diagnostics import data_scale, loss_diagnostics, not_finite_at_start
 from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
@@ -408,12 +408,22 @@ def _fit_guide(
         for step in range(num_steps):
             index, position = next(batches)
             kl.weight = kl_scale[position]
-            loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
+            try:
+                loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
+            except ValueError as error:  # Pyro's check of a distribution's parameters
+                if step == 0 or "Expected parameter" not in str(error):
+                    raise
+                raise FloatingPointError(
+                    f"the {name} fit diverged at step {step}: a distribution's parameter left "
+                    f"its support ({short_error(error)[:120]}...); try a smaller lr "
+                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
+                ) from None
             if not math.isfinite(loss):
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "loss", x, y))
                 raise FloatingPointError(
-                    f"the {name} loss became {loss} at step {step}; try a smaller lr"
+                    f"the {name} loss became {loss} at step {step}; try a smaller lr "
+                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
                 )
             losses.append(loss)
             bar.update()
@@ -444,8 +454,20 @@ def run_svi_chain(
     )  # fmt: skip
     steps_s = time.perf_counter() - began
     diagnostics, found = loss_diagnostics(losses, method=name)
+    try:
+        draws = _guide_draws(guide, x, y, options.draws_per_chain)
+    except ValueError as error:  # Pyro's check of a distribution's parameters
+        if "Expected parameter" not in str(error):
+            raise
+        draws = None
+    if draws is None or not all(bool(torch.isfinite(v).all()) for v in draws.values()):
+        raise FloatingPointError(
+            f"the {name} fit diverged: it ended with parameters that are not finite or "
+            f"outside their support; try a smaller lr (now {options.lr:g}), or check the "
+            f"scale of {data_scale(x, y)}"
+        )
     return Chain(
-        draws=_guide_draws(guide, x, y, options.draws_per_chain),
+        draws=draws,
         losses=losses,
         diagnostics=diagnostics,
         warnings=found,

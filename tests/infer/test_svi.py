@@ -228,3 +228,19 @@ def test_a_loss_not_finite_at_the_start_blames_the_data_not_lr(conjugate):
     with pytest.raises(ValueError, match=r"map loss is not finite at the start.*largest \|x\|"):
         fit(conjugate.model(), conjugate.x * 1e30, conjugate.y, method="map", num_steps=5,
             progress_bar=False)  # fmt: skip
+
+
+def test_parameters_driven_out_of_their_support_are_a_divergence(conjugate):
+    """Found by tests/test_fuzz.py: with lr=1e30 the guide's scale leaves (0, ∞) after the
+    first step, which Pyro reports as a parameter ValueError; it is a divergence naming lr."""
+
+    x = torch.randn(14, 2)
+    with pytest.raises(FloatingPointError, match=r"lr \(now 1e\+30\)"):
+        fit(zoo_regression(), x, x.sum(-1), method="meanfield", lr=1e30, num_steps=5,
+            backend="pyro", progress_bar=False, seed=0)  # fmt: skip
+
+
+def zoo_regression():
+    from pyro_bnn import zoo
+
+    return zoo.build("mlp-regression", in_features=2, hidden=(3,))
