@@ -15,15 +15,19 @@ Example:
 
 from __future__ import annotations
 
-import arviz as az
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
-from pyro_bnn.diagnostics import row_diagnostics
+from pyro_bnn.diagnostics import import_arviz, issue_warnings, row_diagnostics
 from pyro_bnn.likelihoods import DATA_PLATE, OBS_SITE
 from pyro_bnn.posterior import Posterior
-from pyro_bnn.validation import as_inputs, as_targets
+from pyro_bnn.validation import as_inputs, as_targets, check_inputs_like, check_seed
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["prediction_diagnostics", "site_dims", "to_inference_data"]
 
@@ -85,16 +89,36 @@ def to_inference_data(
     ``x``/``y`` default to the training data. Every posterior draw is used. The
     sample_stats group's attributes carry the sampler's diagnostics (divergences, max R-hat,
     min ESS) and any warnings they raised.
+
+    A posterior of one draw (``map``) gets a warning: its log_likelihood group holds a
+    single draw, and ArviZ's LOO and WAIC need many draws from the posterior.
     """
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"posterior must be a pyro_bnn Posterior, got {type(posterior).__name__}")
     if (x is None) != (y is None):
         raise ValueError("give both x and y, or neither (to use the training data)")
+    check_seed(seed)
     if x is None:
         x, y = posterior.x_train, posterior.y_train
     else:
         x = as_inputs(x, name="x")
+        check_inputs_like(x, posterior.x_train, name="x")
         y = as_targets(y, rows=len(x), name="y")
+    if x_new is not None:
+        x_new = as_inputs(x_new, name="x_new")
+        check_inputs_like(x_new, posterior.x_train, name="x_new")
     if seed is not None:
         torch.manual_seed(seed)
+    if posterior.num_chains * posterior.num_draws == 1:
+        issue_warnings(
+            [
+                f"this {posterior.method} posterior is one point (one draw): az.loo and "
+                "az.waic need many draws from the posterior (fit with a sampling or "
+                "variational method, or several chains)"
+            ],
+            category=UserWarning,
+        )
+    az = import_arviz()
 
     model = posterior.model
     draws = {name: _numpy(value) for name, value in posterior.draws.items()}
@@ -119,8 +143,7 @@ def to_inference_data(
     }
     extra = {}
     if x_new is not None:
-        x_new = as_inputs(x_new, name="x_new")
-        predicted = posterior.replay(x_new)
+        predicted = posterior.replay(x_new, name="x_new")
         extra = {
             "predictions": {OBS_SITE: _chain_draw(predicted.value, posterior)},
             "predictions_constant_data": {"x": _numpy(x_new)},

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -19,12 +20,19 @@ __all__ = [
     "RHAT_THRESHOLD",
     "ConvergenceWarning",
     "SamplingWarning",
+    "data_scale",
+    "import_arviz",
     "issue_warnings",
     "loss_diagnostics",
     "mixing_diagnostics",
+    "noise_diagnostics",
+    "not_finite_at_start",
+    "potential_diagnostics",
     "row_diagnostics",
 ]
 
+# a learned noise scale this many times the targets' root mean square has exploded
+NOISE_EXPLOSION = 100.0
 # Vehtari et al. 2021: R-hat below 1.01 and a bulk ESS of at least 100 per chain
 RHAT_THRESHOLD = 1.01
 MIN_ESS_PER_CHAIN = 100
@@ -36,6 +44,17 @@ class SamplingWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """An optimisation (SVI, MAP, an ensemble member) ran away or stopped before converging."""
+
+
+def import_arviz() -> ModuleType:
+    """ArviZ, imported on first use (it takes a second or more, with matplotlib and
+    scipy), without the once-a-day FutureWarning about its refactor that its import
+    prints: the user of pyro_bnn did not import it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"arviz(\.|$)")
+        import arviz
+
+    return arviz
 
 
 def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, float], list[str]]:
@@ -96,14 +115,95 @@ def loss_diagnostics(losses: list[float], *, method: str) -> tuple[dict[str, flo
     return diagnostics, found
 
 
+def data_scale(x: torch.Tensor, y: torch.Tensor) -> str:
+    """The data's largest magnitudes, for messages about a fit that is not finite."""
+    y_max = float(y.abs().max()) if torch.is_floating_point(y) else float(y.max())
+    return f"x (largest |x| {float(x.abs().max()):.3g}) and y (largest |y| {y_max:.3g})"
+
+
+def not_finite_at_start(method: str, what: str, x: torch.Tensor, y: torch.Tensor) -> str:
+    """What to say when a fit is not finite before its first step: no step size is to
+    blame, the model's density at its initial values is, usually for data on a huge scale."""
+    return (
+        f"the {method} {what} is not finite at the start, before any step: the model's log "
+        f"density is not finite at its initial values; check the scale of {data_scale(x, y)}: "
+        "standardise them"
+    )
+
+
+def noise_diagnostics(
+    noise_sd: np.ndarray, y: torch.Tensor, *, method: str, remedy: str
+) -> tuple[dict[str, float], list[str]]:
+    """Whether a learned noise scale exploded: ``noise_sd`` holds the likelihood's noise
+    sd (median over rows) at each of a chain's draws. A model that predicted 0 everywhere
+    would need a noise sd of only rms(y); a draw whose noise sd exceeds
+    ``NOISE_EXPLOSION`` (100) times that explains the data worse than no model by a
+    margin no posterior of 10 or more rows supports (at N rows, N·ln 100 nats).
+
+    Example:
+        >>> import torch
+        >>> found = noise_diagnostics(np.array([0.1, 6e6]), torch.ones(20), method="csghmc",
+        ...                           remedy="lower step_size")[1]
+        >>> found[0][:37]
+        'csghmc: the noise scale exploded in 1'
+    """
+    scale = float(y.double().pow(2).mean().sqrt())
+    noise_sd = np.asarray(noise_sd, dtype=np.float64)
+    diagnostics = {
+        "noise_sd_median": float(np.median(noise_sd)),
+        "noise_sd_max": float(noise_sd.max()),
+        "y_rms": scale,
+    }
+    if len(y) < 10 or scale == 0:
+        return diagnostics, []
+    exploded = ~(noise_sd <= NOISE_EXPLOSION * scale)  # NaN counts as exploded
+    diagnostics["noise_exploded_fraction"] = float(exploded.mean())
+    if not exploded.any():
+        return diagnostics, []
+    return diagnostics, [
+        f"{method}: the noise scale exploded in {int(exploded.sum())} of {len(noise_sd)} "
+        f"draws checked (up to {noise_sd.max():.3g}, median {np.median(noise_sd):.3g}, "
+        f"against y's root mean square {scale:.3g}); {remedy}"
+    ]
+
+
+def potential_diagnostics(
+    start: float, kept: np.ndarray, *, groups: int, dim: int, method: str, remedy: str
+) -> tuple[dict[str, float], list[str]]:
+    """Whether a sampler's potential ran away: ``kept`` holds the potential U at each kept
+    draw, in ``groups`` equal runs (the cycles of a cyclical sampler, else one), ``start``
+    the mean U over the first steps (usually a draw from the prior, far above the
+    posterior's U). A group whose median U exceeds the start by more than
+    max(|start|, 10·dim) has run away: at the posterior U stays within a few dim/2 of its
+    minimum.
+
+    Example:
+        >>> potential_diagnostics(100.0, np.array([1e9, 2e9]), groups=1, dim=3,
+        ...                       method="sgld", remedy="lower step_size")[1][0][:31]
+        'sgld: the potential ran away: i'
+    """
+    kept = np.asarray(kept, dtype=np.float64).reshape(groups, -1)
+    medians = np.median(kept, axis=1)
+    limit = start + max(abs(start), 10.0 * dim)
+    diagnostics = {"potential_start": float(start), "potential_kept_median": float(np.median(kept))}
+    bad = [i for i, m in enumerate(medians) if not m <= limit]  # NaN counts as bad
+    if not bad:
+        return diagnostics, []
+    where = "" if groups == 1 else f" in cycle(s) {', '.join(str(i + 1) for i in bad)}"
+    return diagnostics, [
+        f"{method}: the potential ran away{where}: its median over the kept draws "
+        f"({', '.join(f'{medians[i]:.3g}' for i in bad)}) is far above its start "
+        f"({start:.3g}); {remedy}"
+    ]
+
+
 def row_diagnostics(values: np.ndarray) -> dict[str, float]:
     """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows).
 
     ArviZ's R-hat needs two chains; a single chain is compared across its two halves
     (which R-hat's own splitting then halves again).
     """
-    import arviz as az
-
+    az = import_arviz()
     values = np.asarray(values)
     dataset = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
     if values.shape[0] == 1:

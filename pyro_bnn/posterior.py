@@ -23,6 +23,7 @@ import pyro
 import torch
 
 from pyro_bnn.replay import ObsDraws, replay
+from pyro_bnn.validation import as_inputs, as_targets, check_count, check_inputs_like, check_seed
 
 __all__ = ["Posterior", "Prediction"]
 
@@ -139,10 +140,7 @@ class Posterior:
         total = self.num_chains * self.num_draws
         if num_samples is None:
             return torch.arange(total)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise TypeError(f"num_samples must be an integer, got {num_samples!r}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        num_samples = check_count(num_samples, name="num_samples")
         if num_samples <= total:
             return torch.linspace(0, total - 1, num_samples).round().long()
         return torch.arange(num_samples) % total
@@ -162,12 +160,14 @@ class Posterior:
         total = self.num_chains * self.num_draws
         return {k: v.reshape(total, *v.shape[2:])[index] for k, v in self.draws.items()}
 
-    def replay(self, x, y=None, *, num_samples: int | None = None, **kwargs) -> ObsDraws:
+    def replay(
+        self, x, y=None, *, num_samples: int | None = None, name: str = "x", **kwargs
+    ) -> ObsDraws:
         """The observed site under each draw (see :func:`pyro_bnn.replay.replay`), each
-        chain's draws under that chain's parameter store."""
-        from pyro_bnn.validation import as_inputs, as_targets
-
-        x = as_inputs(x, name="x")
+        chain's draws under that chain's parameter store. ``x`` (called ``name`` in
+        errors) must have the training inputs' shape per row."""
+        x = as_inputs(x, name=name)
+        check_inputs_like(x, self.x_train, name=name)
         y = None if y is None else as_targets(y, rows=len(x), name="y")
         draws = self.flat_draws(num_samples)
         if not self._params_differ():
@@ -193,6 +193,7 @@ class Posterior:
         seed: int | None = None,
     ) -> Prediction:
         """Predictive draws and summaries at ``x``, vectorised over draws, batched over rows."""
+        check_seed(seed)
         if seed is not None:
             pyro.set_rng_seed(seed)
         obs = self.replay(x, num_samples=num_samples, row_batch=row_batch, draw_chunk=draw_chunk)
@@ -213,7 +214,9 @@ class Posterior:
             draws=obs,
         )
 
-    def log_likelihood(self, x, y, **kwargs) -> torch.Tensor:
+    def log_likelihood(self, x, y, *, row_batch: int = 1000, draw_chunk: int = 500) -> torch.Tensor:
         """Pointwise log p(y_i | draw), shaped (chain, draw, rows)."""
-        obs = self.replay(x, y, **kwargs)
+        if y is None:
+            raise TypeError("log_likelihood needs y, the targets of the rows of x")
+        obs = self.replay(x, y, row_batch=row_batch, draw_chunk=draw_chunk)
         return obs.log_lik.reshape(self.num_chains, self.num_draws, -1)

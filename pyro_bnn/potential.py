@@ -248,12 +248,20 @@ def flat_initial_values(
     model: Callable, x, y, layout: FlatLayout, *, init_strategy: Callable, num_chains: int
 ) -> torch.Tensor:
     """Each chain's start (from ``init_strategy``) as one flat unconstrained vector:
-    (num_chains, layout.size)."""
+    (num_chains, layout.size). A model whose density is not finite at any start tried is
+    refused with a ValueError about the data's scale."""
     from pyro.infer.mcmc.util import initialize_model
 
-    initial, _, transforms, _ = initialize_model(
-        model, model_args=(x, y), init_strategy=init_strategy, num_chains=num_chains
-    )
+    try:
+        initial, _, transforms, _ = initialize_model(
+            model, model_args=(x, y), init_strategy=init_strategy, num_chains=num_chains
+        )
+    except ValueError as error:  # Pyro: "cannot find valid initial params"
+        if "initial params" not in str(error):
+            raise
+        from pyro_bnn.diagnostics import not_finite_at_start
+
+        raise ValueError(not_finite_at_start("sampler's", "potential", x, y)) from None
     chains = []
     for chain in range(num_chains):
         values = {

@@ -31,6 +31,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_bnn.likelihoods import OBS_SITE
 from pyro_bnn.priors import base_distribution
+from pyro_bnn.validation import check_count, obs_shape_error
 
 __all__ = ["DRAWS_PLATE", "ObsDraws", "replay"]
 
@@ -76,13 +77,29 @@ def _per_draw(lp: torch.Tensor, vectorized: bool) -> torch.Tensor:
     return lp.reshape(lp.shape[0], -1).sum(-1) if vectorized else lp.sum()
 
 
-def _summarise(trace: Trace, *, with_y: bool, with_joint: bool, vectorized: bool) -> ObsDraws:
+class ObsShapeError(ValueError):
+    """The observed site does not hold one value per row (and per draw)."""
+
+
+def _summarise(
+    trace: Trace,
+    *,
+    with_y: bool,
+    with_joint: bool,
+    expected: tuple[int, ...],
+    x_shape: tuple[int, ...],
+) -> ObsDraws:
+    """Read ``obs`` from ``trace``; its batch shape must be ``expected``: (rows,), or
+    (draws, rows) when the draws are vectorised."""
     node = trace.nodes.get(OBS_SITE)
     if node is None:
         raise ValueError(f"the model has no '{OBS_SITE}' site")
     fn, value = node["fn"], node["value"]
     base = base_distribution(fn)
     batch = torch.broadcast_shapes(fn.batch_shape, value.shape[: value.dim() - len(fn.event_shape)])
+    if tuple(batch) != expected or len(fn.event_shape) != 0:
+        raise ObsShapeError(obs_shape_error(tuple(batch + fn.event_shape), expected[-1], x_shape))
+    vectorized = len(expected) == 2
     out = ObsDraws(value=value.expand(batch))
     if isinstance(base, dist.Categorical):
         out.probs = base.probs.expand(*batch, base.probs.shape[-1])
@@ -129,12 +146,19 @@ def _vectorized(model, draws, x, y, with_joint: bool) -> ObsDraws | None:
     try:
         with pyro.plate(DRAWS_PLATE, num, dim=-2):
             trace = _trace(model, slotted, x, y)
-        result = _summarise(trace, with_y=y is not None, with_joint=with_joint, vectorized=True)
+        # a wrong shape here may be the model's layers not batching draws: the sequential
+        # path decides
+        return _summarise(
+            trace,
+            with_y=y is not None,
+            with_joint=with_joint,
+            expected=(num, len(x)),
+            x_shape=tuple(x.shape),
+        )
     except (RuntimeError, ValueError) as error:
-        if f"'{OBS_SITE}' site" in str(error):
+        if f"has no '{OBS_SITE}' site" in str(error):
             raise
         return None
-    return result if result.value.dim() >= 1 and result.value.shape[0] == num else None
 
 
 def _sequential(model, draws, x, y, with_joint: bool) -> ObsDraws:
@@ -142,7 +166,13 @@ def _sequential(model, draws, x, y, with_joint: bool) -> ObsDraws:
     singles = []
     for i in range(num):
         trace = _trace(model, {name: value[i] for name, value in draws.items()}, x, y)
-        single = _summarise(trace, with_y=y is not None, with_joint=with_joint, vectorized=False)
+        single = _summarise(
+            trace,
+            with_y=y is not None,
+            with_joint=with_joint,
+            expected=(len(x),),
+            x_shape=tuple(x.shape),
+        )
         singles.append(
             ObsDraws(
                 **{
@@ -171,6 +201,8 @@ def replay(
     ``log_joint`` (which needs ``y``) also returns log p(y, draw) per draw and uses all rows
     at once.
     """
+    draw_chunk = check_count(draw_chunk, name="draw_chunk")
+    row_batch = check_count(row_batch, name="row_batch")
     num = next(iter(draws.values())).shape[0]
     if log_joint:
         row_batch = max(len(x), 1)

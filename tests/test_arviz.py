@@ -108,3 +108,43 @@ def test_custom_x_y_must_come_together(nuts_idata):
     post = fit(model, X, Y, method="map", num_steps=5, progress_bar=False)
     with pytest.raises(ValueError, match="both x and y"):
         to_inference_data(post, x=X)
+
+
+def test_x_new_with_the_wrong_features_is_named():
+    model = zoo.build("mlp-regression", in_features=1, hidden=(5,))
+    post = fit(model, X, Y, method="map", num_steps=5, progress_bar=False)
+    with pytest.raises(ValueError, match="x_new has 3 features but the model was fitted on 1"):
+        to_inference_data(post, x_new=torch.zeros(4, 3))
+    with pytest.raises(TypeError, match="posterior must be a pyro_bnn Posterior"):
+        to_inference_data({"draws": 1})
+
+
+def test_a_one_draw_posterior_warns_that_loo_needs_draws():
+    model = zoo.build("mlp-regression", in_features=1, hidden=(5,))
+    post = fit(model, X, Y, method="map", num_steps=5, progress_bar=False)
+    with pytest.warns(UserWarning, match="one point.*az.loo and az.waic need many draws") as w:
+        to_inference_data(post)
+    assert w[0].filename == __file__  # points at the caller
+
+
+def test_one_chain_conversion_logs_nothing():
+    """In a script (where ArviZ installs its own log handler), fitting one chain, converting
+    it and checking its predictions log no "Shape validation failed" line: the library
+    never asks ArviZ for R-hat on one chain (it splits the chain itself)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, warnings; warnings.simplefilter('ignore')\n"
+        "from pyro_bnn import fit, zoo, to_inference_data\n"
+        "from pyro_bnn.arviz import prediction_diagnostics\n"
+        "x = torch.randn(30, 1); y = x[:, 0]\n"
+        "post = fit(zoo.build('mlp-regression', in_features=1, hidden=(5,)), x, y,\n"
+        "           method='meanfield', num_steps=50, num_draws=20, progress_bar=False)\n"
+        "to_inference_data(post); prediction_diagnostics(post, x)\n"
+        "import arviz; arviz.summary(arviz.convert_to_inference_data(__import__('numpy')"
+        ".zeros((1, 9))))\n"  # the user's own one-chain R-hat: ArviZ's note shows it works
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.count("Shape validation failed") == 1
+    assert "input_shape: (1, 9)" in done.stderr

@@ -51,3 +51,34 @@ def test_one_draw_per_chain_says_rhat_does_not_apply():
 @pytest.mark.parametrize("n", [5, 39])
 def test_short_histories_are_not_judged(n):
     assert loss_diagnostics(list(range(n)), method="map") == ({}, [])
+
+
+def test_a_runaway_potential_is_named_by_its_cycle():
+    from pyro_bnn.diagnostics import potential_diagnostics
+
+    kept = np.concatenate([np.full(10, 50.0), np.full(10, 1e9), np.full(10, 60.0)])
+    diagnostics, found = potential_diagnostics(
+        1e4, kept, groups=3, dim=100, method="csgld", remedy="lower step_size (now 0.1)"
+    )
+    assert found == [
+        "csgld: the potential ran away in cycle(s) 2: its median over the kept draws (1e+09) "
+        "is far above its start (1e+04); lower step_size (now 0.1)"
+    ]
+    assert diagnostics["potential_start"] == 1e4
+    # at the posterior U sits within a few dim/2 of its minimum: started at the mode, a
+    # rise of 10·dim is allowed (dim 100: up to 1,000 above a start of 0)
+    assert potential_diagnostics(0.0, np.full(20, 900.0), groups=1, dim=100, method="sgld",
+                                 remedy="")[1] == []  # fmt: skip
+
+
+def test_a_noise_scale_is_exploded_above_100_times_the_targets_rms():
+    from pyro_bnn.diagnostics import noise_diagnostics
+
+    y = torch.full((20,), 2.0)  # rms 2: the limit is 200
+    assert noise_diagnostics(np.array([150.0, 199.0]), y, method="map", remedy="")[1] == []
+    diagnostics, found = noise_diagnostics(np.array([1.0, 250.0, np.nan]), y, method="map",
+                                           remedy="lower lr")  # fmt: skip
+    assert "exploded in 2 of 3 draws" in found[0] and found[0].endswith("lower lr")
+    assert diagnostics["noise_exploded_fraction"] == pytest.approx(2 / 3)
+    # fewer than 10 rows: a prior may hold the noise anywhere; recorded, not judged
+    assert noise_diagnostics(np.array([1e6]), y[:5], method="map", remedy="")[1] == []

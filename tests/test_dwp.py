@@ -189,7 +189,7 @@ def test_dwp_method_needs_an_implicit_prior():
     from pyro_bnn.zoo import build
 
     model = build("mlp-classification", in_features=3, num_classes=2, hidden=(4,))
-    with pytest.raises(ValueError, match="no implicit-prior latents"):
+    with pytest.raises(ValueError, match="needs a model with an implicit prior"):
         fit(
             model,
             torch.randn(8, 3),

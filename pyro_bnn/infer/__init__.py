@@ -62,6 +62,8 @@ def fit(
         pyro.set_rng_seed(seed)
     with pyro.get_param_store().scope():
         check_model(model, x, y)
+        if chosen.precheck is not None:
+            chosen.precheck(model, x, y, parsed)
     return run_method(
         chosen,
         model,

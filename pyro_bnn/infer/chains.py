@@ -37,8 +37,11 @@ from pyro_bnn.diagnostics import (
     SamplingWarning,
     issue_warnings,
     mixing_diagnostics,
+    noise_diagnostics,
 )
 from pyro_bnn.posterior import Posterior
+from pyro_bnn.replay import replay
+from pyro_bnn.validation import short_error
 
 if TYPE_CHECKING:
     from pyro_bnn.infer.methods import Method
@@ -114,6 +117,39 @@ def _main_is_importable() -> bool:
         return False
 
 
+def _noise_scale(
+    model: Any, draws: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> np.ndarray | None:
+    """The likelihood's noise sd (median over rows) at up to 50 of a chain's draws, on up
+    to 500 training rows; None for classifiers and for a noise scale that is fixed (the
+    same at every draw)."""
+    if not torch.is_floating_point(y):
+        return None
+    flat = {name: value[0] for name, value in draws.items()}
+    num = next(iter(flat.values())).shape[0]
+    pick = torch.linspace(0, num - 1, min(num, 50)).round().long().unique()
+    rows = torch.linspace(0, len(x) - 1, min(len(x), 500)).round().long().unique()
+    obs = replay(model, {name: value[pick] for name, value in flat.items()}, x[rows])
+    if obs.noise_var is None:
+        return None
+    sd = obs.noise_var.double().clamp_min(0).sqrt().median(-1).values
+    if bool((sd == sd[0]).all()):
+        return None
+    return sd.numpy()
+
+
+def _remedy(options: Options) -> str:
+    """The likely cause of a run that blew up, in terms of the method's own options."""
+    if hasattr(options, "lr"):
+        return f"lower lr (now {options.lr:g}), or standardise y"
+    if hasattr(options, "batch_size") and hasattr(options, "step_size"):
+        return (
+            f"the step size is too large for this model: lower step_size "
+            f"(now {options.step_size:g}), or standardise y"
+        )
+    return "the sampler has not reached the posterior: run longer, or standardise y"
+
+
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
@@ -149,6 +185,19 @@ def _run_group(
                 progress_bar=progress_bar,
             )
             chain.timings.setdefault("chain_s", time.perf_counter() - began)
+            try:
+                noise = _noise_scale(model, chain.draws, x, y)
+            except ValueError as error:  # Pyro's check of a distribution's parameters
+                if "Expected parameter" not in str(error):
+                    raise
+                raise FloatingPointError(
+                    f"{method.name}: the draws put a distribution's parameter outside its "
+                    f"support ({short_error(error)[:100]}...); {_remedy(options)}"
+                ) from None
+            if noise is not None:
+                found = noise_diagnostics(noise, y, method=method.name, remedy=_remedy(options))
+                chain.diagnostics.update(found[0])
+                chain.warnings.extend(found[1])
         chain.param_state = state
         if not keep_runners:
             chain.runner = None
@@ -248,7 +297,9 @@ def run_method(
 ) -> Posterior:
     """Run ``options.chains`` chains of ``method``, merge and check them, and build the
     Posterior. Each failed check is a warning (a :class:`SamplingWarning` for samplers, a
-    :class:`ConvergenceWarning` for optimisers) and lands in ``posterior.warnings``."""
+    :class:`ConvergenceWarning` for optimisers) and lands in ``posterior.warnings``: the
+    mixing checks, each chain's own (the loss history, a sampler's potential) and, for a
+    learned noise scale, whether it exploded."""
     start = time.perf_counter()
     num_chains = options.chains
     chains = run_chains(
@@ -277,7 +328,9 @@ def run_method(
             "sampler convergence"
         )
     issue_warnings(mixing, category=SamplingWarning)
-    issue_warnings(converging, category=ConvergenceWarning)
+    # a sampler's chain that blew up is a sampling failure; an optimiser's, a convergence one
+    chain_category = SamplingWarning if method.samples_posterior else ConvergenceWarning
+    issue_warnings(converging, category=chain_category)
     return Posterior(
         model=model,
         method=method.name,

@@ -34,7 +34,8 @@ class Method:
     parameter store); ``shared`` is one dict per process for what its chains may share.
     ``samples_posterior``: the draws should represent the posterior, so R-hat, ESS and
     divergences are checked and failures warned about (for optimisers they are recorded
-    only, and the loss history is checked instead).
+    only, and the loss history is checked instead). ``precheck(model, x, y, options)``,
+    if any, refuses before any chain runs what the method cannot do with this model.
     """
 
     name: str
@@ -42,10 +43,12 @@ class Method:
     run_chain: Callable
     samples_posterior: bool
     summary: str
+    precheck: Callable | None = None
 
 
 def _svi(name: str, options: type[Options], guide: Callable, summary: str) -> Method:
-    return Method(name, options, partial(svi.run_svi_chain, build_guide=guide), False, summary)
+    run = partial(svi.run_svi_chain, build_guide=guide)
+    return Method(name, options, run, False, summary, precheck=svi.precheck)
 
 
 def _mcmc(name: str, options: type[Options], kernel: Callable, summary: str) -> Method:

@@ -51,6 +51,7 @@ import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
+from pyro_bnn.diagnostics import data_scale, not_finite_at_start, potential_diagnostics
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -355,6 +356,7 @@ def run_sgmcmc_chain(
     batches = _minibatches(len(x), options.batch_size)
     kept: list[torch.Tensor] = []
     stats: dict[str, list[float]] = {}
+    first: list[float] = []  # the potential over the first hundredth of the steps
     with tqdm(total=options.num_steps, desc=name, disable=not progress_bar) as bar:
         for step, (eps, noisy, keep) in enumerate(options.schedule()):
             index = next(batches)
@@ -363,10 +365,15 @@ def run_sgmcmc_chain(
             energy = potential(theta, xb, yb)
             (grad,) = torch.autograd.grad(energy, theta)
             if not torch.isfinite(grad).all():
+                if step == 0:
+                    raise ValueError(not_finite_at_start(name, "gradient", x, y))
                 raise FloatingPointError(
                     f"{name}: non-finite gradient at step {step} of the chain with "
-                    f"seed {seed}; try a smaller step_size (now {options.step_size:g})"
+                    f"seed {seed}; try a smaller step_size (now {options.step_size:g}), or "
+                    f"check the scale of {data_scale(x, y)}"
                 )
+            if step < max(1, options.num_steps // 100):
+                first.append(energy.item())
             state.step(grad, eps, noisy)
             if keep:
                 kept.append(state.theta.detach().clone())
@@ -375,8 +382,19 @@ def run_sgmcmc_chain(
                     stats.setdefault(key, []).append(value)
             bar.update()
     theta = torch.stack(kept)[None]
+    diagnostics, found = potential_diagnostics(
+        float(np.mean(first)),
+        np.asarray(stats["potential"]),
+        groups=getattr(options, "num_cycles", 1),
+        dim=layout.size,
+        method=name,
+        remedy=f"the step size is too large for this model: lower step_size "
+        f"(now {options.step_size:g})",
+    )
     return Chain(
         draws={k: v.detach() for k, v in layout.constrain(theta).items()},
         sample_stats={k: np.asarray(v)[None] for k, v in stats.items()},
+        diagnostics=diagnostics,
+        warnings=found,
         timings={"sampling_s": time.perf_counter() - began, "gradients": options.num_steps},
     )

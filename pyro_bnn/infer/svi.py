@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
@@ -36,17 +37,21 @@ from pyro.infer.autoguide import (
     init_to_sample,
 )
 from pyro.optim import ClippedAdam
+from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
-from pyro_bnn.diagnostics import loss_diagnostics
+from pyro_bnn.diagnostics import data_scale, loss_diagnostics, not_finite_at_start
+from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.kl_weighting import KL_WEIGHTINGS, KLWeight, kl_weights
 from pyro_bnn.infer.options import Options
+from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import OBS_SITE, ScaleDataPlate
 from pyro_bnn.local_reparam import LocalReparameterization
 from pyro_bnn.potential import flat_potential
+from pyro_bnn.validation import short_error
 
 __all__ = [
     "EnsembleOptions",
@@ -194,6 +199,73 @@ class LowRankOptions(GaussianGuideOptions):
     rank: int | None = None
 
 
+class _CountLayerOutputs(Messenger):
+    """Counts the layer outputs that go through :func:`pyro_bnn.layers.layer_output`
+    (what local reparameterization draws)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def _pyro_layer_output(self, msg: dict) -> None:
+        self.calls += 1
+
+
+def _two_particles(model: Callable) -> Callable:
+    """``model`` inside a plate of two particles left of the data plate, as a vectorised
+    ELBO runs it (the plate inside the caller's handlers, so it broadcasts first)."""
+
+    def particles(*args, **kwargs):
+        with pyro.plate("_particles", 2, dim=-2):
+            return model(*args, **kwargs)
+
+    return particles
+
+
+def precheck(model: Callable, x: torch.Tensor, y: torch.Tensor, options: SVIOptions) -> None:
+    """Refuse, before any step, what the options ask of a model that cannot do it:
+    local reparameterization without layers that route their output through
+    ``layer_output``, vectorised particles through layers that take one weight draw, and
+    ``dwp`` without an implicit prior."""
+    local = getattr(options, "local_reparameterization", False)
+    if local and options.vectorize_particles:
+        raise ValueError(
+            "local_reparameterization draws one layer output per row and runs one particle "
+            "at a time: it cannot be combined with vectorize_particles=True"
+        )
+    with _CountLayerOutputs() as counted:
+        trace = trace_at_support_zero(model, x[:2], y[:2])
+    if isinstance(options, ImplicitPriorOptions) and not any(
+        REVERSE_MODEL in (site.get("infer") or {}) for site in trace.nodes.values()
+    ):
+        raise ValueError(
+            "method 'dwp' needs a model with an implicit prior (latents annotated with a "
+            "reverse model, such as pyro_bnn.dwp.DeepWeightPrior's); this model has none: "
+            "use meanfield"
+        )
+    if local and counted.calls == 0:
+        raise ValueError(
+            "local_reparameterization=True needs Bayesian layers whose output goes through "
+            "pyro_bnn.layers.layer_output (pyro_bnn.layers.Linear or Conv2d, as in the zoo "
+            "and bayesianize); this model has none, so nothing would be reparameterised"
+        )
+    if options.vectorize_particles:
+        rows = min(len(x), 2)
+        try:
+            particles = trace_at_support_zero(_two_particles(model), x[:rows], y[:rows])
+            shape = tuple(particles.nodes[OBS_SITE]["fn"].batch_shape)
+        except (RuntimeError, ValueError) as error:
+            shape, reason = None, short_error(error)
+        else:
+            reason = f"its '{OBS_SITE}' site had batch shape {shape}, not (2, {rows})"
+        if shape != (2, rows):
+            raise ValueError(
+                "vectorize_particles=True needs layers that take a batch of weight draws "
+                "(pyro_bnn.layers.Linear, as in the zoo and bayesianize); with two particles "
+                f"this model failed: {reason}. Use vectorize_particles=False"
+            )
+
+
 def map_guide(model: Callable, o: SVIOptions):
     return AutoDelta(model, init_loc_fn=o.init_loc_fn)
 
@@ -254,7 +326,8 @@ def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
 def _loss(scaled_model, guide, x, y, *, options: SVIOptions, shared: dict[str, Any]):
     """The compiled potential ELBO where it applies, else Pyro's Trace_ELBO. The potential
     is compiled once per process and shared by its chains."""
-    if options.backend != "pyro" and options.plain_elbo:
+    # vectorised particles are Trace_ELBO's: the potential ELBO loops over particles
+    if options.backend != "pyro" and options.plain_elbo and not options.vectorize_particles:
         guide(x, y)  # build the guide's prototype and parameters
         if "potential" not in shared:
             shared["potential"] = flat_potential(scaled_model, x, y, backend=options.backend)
@@ -340,10 +413,22 @@ def _fit_guide(
         for step in range(num_steps):
             index, position = next(batches)
             kl.weight = kl_scale[position]
-            loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
-            if not math.isfinite(loss):
+            try:
+                loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
+            except ValueError as error:  # Pyro's check of a distribution's parameters
+                if step == 0 or "Expected parameter" not in str(error):
+                    raise
                 raise FloatingPointError(
-                    f"the {name} loss became {loss} at step {step}; try a smaller lr"
+                    f"the {name} fit diverged at step {step}: a distribution's parameter left "
+                    f"its support ({short_error(error)[:120]}...); try a smaller lr "
+                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
+                ) from None
+            if not math.isfinite(loss):
+                if step == 0:
+                    raise ValueError(not_finite_at_start(name, "loss", x, y))
+                raise FloatingPointError(
+                    f"the {name} loss became {loss} at step {step}; try a smaller lr "
+                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
                 )
             losses.append(loss)
             bar.update()
@@ -374,8 +459,20 @@ def run_svi_chain(
     )  # fmt: skip
     steps_s = time.perf_counter() - began
     diagnostics, found = loss_diagnostics(losses, method=name)
+    try:
+        draws = _guide_draws(guide, x, y, options.draws_per_chain)
+    except ValueError as error:  # Pyro's check of a distribution's parameters
+        if "Expected parameter" not in str(error):
+            raise
+        draws = None
+    if draws is None or not all(bool(torch.isfinite(v).all()) for v in draws.values()):
+        raise FloatingPointError(
+            f"the {name} fit diverged: it ended with parameters that are not finite or "
+            f"outside their support; try a smaller lr (now {options.lr:g}), or check the "
+            f"scale of {data_scale(x, y)}"
+        )
     return Chain(
-        draws=_guide_draws(guide, x, y, options.draws_per_chain),
+        draws=draws,
         losses=losses,
         diagnostics=diagnostics,
         warnings=found,

@@ -175,3 +175,72 @@ def test_trace_elbo_with_vectorised_particles(conjugate):
         progress_bar=False,
     )
     assert len(post.losses[0]) == 20 and all(map(math.isfinite, post.losses[0]))
+
+
+def test_vectorised_particles_run_pyros_elbo_not_the_potential_silently(conjugate):
+    from pyro.infer import Trace_ELBO
+
+    from pyro_bnn.infer.svi import MeanFieldOptions, _loss, meanfield_guide
+
+    options = MeanFieldOptions(num_particles=4, vectorize_particles=True)
+    guide = meanfield_guide(conjugate.model(), options)
+    loss = _loss(conjugate.model(), guide, conjugate.x, conjugate.y, options=options, shared={})
+    assert isinstance(loss, Trace_ELBO) and loss.vectorize_particles
+
+
+def _handwritten():
+    from tests.infer.test_fit import HandwrittenBNN
+
+    return HandwrittenBNN()  # PyroModule[nn.Linear]: one weight draw at a time, no layer_output
+
+
+X2 = torch.randn(12, 2)
+Y2 = X2.sum(-1)
+
+
+def test_layers_that_cannot_batch_particles_are_refused_before_any_step():
+    with pytest.raises(ValueError, match=r"vectorize_particles=True needs layers.*t\(\) expects"):
+        fit(_handwritten(), X2, Y2, method="meanfield", num_particles=2,
+            vectorize_particles=True, num_steps=2, progress_bar=False)  # fmt: skip
+
+
+def test_local_reparameterization_needs_layers_that_route_their_output():
+    with pytest.raises(ValueError, match="local_reparameterization=True needs Bayesian layers"):
+        fit(_handwritten(), X2, Y2, method="meanfield", local_reparameterization=True,
+            num_steps=2, progress_bar=False)  # fmt: skip
+    from pyro_bnn import zoo
+
+    with pytest.raises(ValueError, match="cannot be combined with vectorize_particles"):
+        fit(zoo.build("mlp-regression", in_features=2, hidden=(3,)), X2, Y2,
+            method="meanfield", local_reparameterization=True, vectorize_particles=True,
+            num_steps=2, progress_bar=False)  # fmt: skip
+
+
+def test_dwp_without_an_implicit_prior_says_so_in_one_line(capsys):
+    with pytest.raises(ValueError) as caught:
+        fit(_handwritten(), X2, Y2, method="dwp", num_steps=2, progress_bar=False)
+    message = str(caught.value)
+    assert message.startswith("method 'dwp' needs a model with an implicit prior")
+    assert "\n" not in message and caught.value.__cause__ is None  # no trace-shape dump
+
+
+def test_a_loss_not_finite_at_the_start_blames_the_data_not_lr(conjugate):
+    with pytest.raises(ValueError, match=r"map loss is not finite at the start.*largest \|x\|"):
+        fit(conjugate.model(), conjugate.x * 1e30, conjugate.y, method="map", num_steps=5,
+            progress_bar=False)  # fmt: skip
+
+
+def test_parameters_driven_out_of_their_support_are_a_divergence(conjugate):
+    """Found by tests/test_fuzz.py: with lr=1e30 the guide's scale leaves (0, ∞) after the
+    first step, which Pyro reports as a parameter ValueError; it is a divergence naming lr."""
+
+    x = torch.randn(14, 2)
+    with pytest.raises(FloatingPointError, match=r"lr \(now 1e\+30\)"):
+        fit(zoo_regression(), x, x.sum(-1), method="meanfield", lr=1e30, num_steps=5,
+            backend="pyro", progress_bar=False, seed=0)  # fmt: skip
+
+
+def zoo_regression():
+    from pyro_bnn import zoo
+
+    return zoo.build("mlp-regression", in_features=2, hidden=(3,))
