@@ -61,6 +61,7 @@ __all__ = [
     "MeanFieldOptions",
     "SVIOptions",
     "VariationalOptions",
+    "epoch_losses",
     "fullrank_guide",
     "implicit_prior_guide",
     "lowrank_guide",
@@ -437,6 +438,18 @@ def _fit_guide(
     return losses
 
 
+def epoch_losses(losses: list[float], num_batches: int) -> list[float]:
+    """Each whole epoch's summed loss: under non-uniform KL weighting only an epoch's sum
+    is the ELBO, a step's loss swinging with its batch's KL weight.
+
+    Example:
+        >>> epoch_losses([3.0, 1.0, 2.0, 0.5, 9.0], 2)
+        [4.0, 2.5]
+    """
+    return [sum(losses[i : i + num_batches]) for i in range(0, len(losses) - num_batches + 1,
+                                                              num_batches)]  # fmt: skip
+
+
 def run_svi_chain(
     model: Callable,
     x: torch.Tensor,
@@ -458,7 +471,10 @@ def run_svi_chain(
         progress_bar=progress_bar,
     )  # fmt: skip
     steps_s = time.perf_counter() - began
-    diagnostics, found = loss_diagnostics(losses, method=name)
+    history = losses
+    if options.kl_weighting != "uniform":  # a step's loss carries its batch's KL weight:
+        history = epoch_losses(losses, _num_batches(len(x), options.batch_size))
+    diagnostics, found = loss_diagnostics(history, method=name)
     try:
         draws = _guide_draws(guide, x, y, options.draws_per_chain)
     except ValueError as error:  # Pyro's check of a distribution's parameters
