@@ -61,6 +61,13 @@ def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
     assert again["table"] == rows and (out / "dwp_notmnist.pt").stat().st_mtime_ns == before
     assert len(again["runs"]) == 2
 
+    # the repository keeps only the shipped copy: a rerun resumes from it, learning nothing
+    (out / "dwp_notmnist.pt").unlink()
+    resumed = run_dwp_bench(config, out=out, stages=("prior",), ship=shipped, progress=False,
+                            log=quiet)  # fmt: skip
+    assert resumed["prior"] == document["prior"] and len(resumed["runs"]) == 3
+    assert not (out / "dwp_notmnist.pt").exists()
+
     # other settings are refused rather than mixed into these results
     other = DWPBenchConfig.tiny(data_dir=str(image_dirs), fit_steps=4)
     with pytest.raises(ValueError, match=r"measured with other settings \(fit_steps\)"):
