@@ -132,10 +132,6 @@ class Posterior:
         with pyro.get_param_store().scope(state):
             yield
 
-    def _chain_of_each_draw(self, num_samples: int | None) -> torch.Tensor:
-        total = self.num_chains * self.num_draws
-        return self._draw_index(num_samples) // self.num_draws if total else torch.zeros(0)
-
     def _draw_index(self, num_samples: int | None) -> torch.Tensor:
         total = self.num_chains * self.num_draws
         if num_samples is None:
@@ -156,7 +152,10 @@ class Posterior:
         ``None`` keeps all; fewer are thinned evenly; more repeat the draws in turn (a MAP
         posterior has a single draw).
         """
-        index = self._draw_index(num_samples)
+        return self._draws_at(self._draw_index(num_samples))
+
+    def _draws_at(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The draws at flat (chain-major) positions ``index``."""
         total = self.num_chains * self.num_draws
         return {k: v.reshape(total, *v.shape[2:])[index] for k, v in self.draws.items()}
 
@@ -169,11 +168,12 @@ class Posterior:
         x = as_inputs(x, name=name)
         check_inputs_like(x, self.x_train, name=name)
         y = None if y is None else as_targets(y, rows=len(x), name="y")
-        draws = self.flat_draws(num_samples)
+        index = self._draw_index(num_samples)
+        draws = self._draws_at(index)
         if not self._params_differ():
             with self.pyro_context():
                 return replay(self.model, draws, x, y, **kwargs)
-        chain_of = self._chain_of_each_draw(num_samples)
+        chain_of = index // self.num_draws
         parts = []
         for chain in range(self.num_chains):
             keep = chain_of == chain
