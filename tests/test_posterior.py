@@ -128,25 +128,3 @@ def test_log_likelihood_needs_y(regression_posterior):
     """Found by tests/test_fuzz.py: y=None replayed without a likelihood and failed inside."""
     with pytest.raises(TypeError, match="log_likelihood needs y"):
         regression_posterior.log_likelihood(torch.zeros(2, 1), None)
-
-
-def test_each_chain_replays_under_its_own_deterministic_parameters():
-    """Chains of a model with deterministic weights (here the biases) hold different
-    values of them; every draw replays under its own chain's parameter store."""
-    from pyro_bnn import GaussianPrior, Selector
-    from pyro_bnn.replay import replay
-
-    prior = GaussianPrior(select=Selector(hide_parameters=("bias",)))
-    model = zoo.build("mlp-regression", in_features=2, hidden=(4,), prior=prior)
-    x, y = torch.randn(30, 2), torch.randn(30)
-    post = fit(model, x, y, method="map", num_chains=2, chain_processes=1, num_steps=50,
-               lr=0.05, progress_bar=False, seed=0)  # fmt: skip
-    assert post._params_differ()
-    loc = post.replay(x).loc
-    for chain in range(2):
-        with post.pyro_context(chain):
-            alone = replay(model, {k: v[chain] for k, v in post.draws.items()}, post.x_train)
-        torch.testing.assert_close(loc[chain : chain + 1], alone.loc)
-    with post.pyro_context(0):  # chain 1's weights under chain 0's biases: another function
-        mixed = replay(model, {k: v[1] for k, v in post.draws.items()}, post.x_train)
-    assert not torch.allclose(mixed.loc, loc[1:2])
