@@ -129,8 +129,10 @@ class Gaussian(Likelihood):
 
 class HeteroscedasticGaussian(Likelihood):
     """y ~ N(μ(x), σ(x)²) with both heads from the network: ``f`` has shape
-    (..., rows, 2), μ = f[..., 0] and σ = softplus(f[..., 1]) + ``min_scale``
-    (Nix & Weigend 1994; Lakshminarayanan et al. 2017 use softplus and a floor too).
+    (..., rows, 2) and μ = f[..., 0]. ``link="softplus"``: σ = softplus(f[..., 1]) +
+    ``min_scale`` (Nix & Weigend 1994; Lakshminarayanan et al. 2017 use softplus and a
+    floor too); ``link="exp"``: f[..., 1] is log σ² (Wu et al. 2019, whose deterministic
+    VI needs it: its expectation under a Gaussian output has a closed form).
 
     Example:
         >>> import torch
@@ -139,11 +141,15 @@ class HeteroscedasticGaussian(Likelihood):
         tensor([1.])
     """
 
-    def __init__(self, *, min_scale: float = 1e-3, num_data: int | None = None) -> None:
+    def __init__(
+        self, *, min_scale: float = 1e-3, link: str = "softplus", num_data: int | None = None
+    ) -> None:
         super().__init__(num_data=num_data)
         if not (math.isfinite(min_scale) and min_scale >= 0):
             raise ValueError(f"min_scale must be finite and non-negative, got {min_scale}")
-        self.min_scale = min_scale
+        if link not in ("softplus", "exp"):
+            raise ValueError(f"link must be 'softplus' or 'exp', got {link!r}")
+        self.min_scale, self.link = min_scale, link
 
     def num_rows(self, output: torch.Tensor) -> int:
         return output.shape[-2]
@@ -154,6 +160,8 @@ class HeteroscedasticGaussian(Likelihood):
                 "a heteroscedastic Gaussian needs the network's last dimension to be 2 "
                 f"(mean and scale heads), got output of shape {tuple(output.shape)}"
             )
+        if self.link == "exp":
+            return dist.Normal(output[..., 0], torch.exp(0.5 * output[..., 1]))
         scale = torch.nn.functional.softplus(output[..., 1]) + self.min_scale
         return dist.Normal(output[..., 0], scale)
 

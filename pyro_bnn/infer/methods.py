@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from pyro_bnn.infer import mcmc, sgmcmc, svi
+from pyro_bnn.infer import dvi, mcmc, sgmcmc, svi
 from pyro_bnn.infer.options import Options
 
 __all__ = ["REGISTRY", "Method", "method"]
@@ -97,6 +97,16 @@ _TABLE: tuple[Method, ...] = (
         svi.GaussianGuideOptions,
         svi.fullrank_guide,
         "full-covariance Gaussian VI: AutoMultivariateNormal",
+    ),
+    Method(
+        "dvi",
+        dvi.DVIOptions,
+        partial(
+            svi.run_svi_chain, build_guide=svi.meanfield_guide, build_loss=dvi.deterministic_elbo
+        ),
+        False,
+        "deterministic VI: meanfield's guide, ELBO by moment propagation (Wu et al. 2019)",
+        precheck=dvi.precheck,
     ),
     _mcmc("nuts", mcmc.NUTSOptions, mcmc.nuts_kernel, "Pyro's NUTS"),
     _mcmc("hmc", mcmc.HMCOptions, mcmc.hmc_kernel, "Pyro's HMC"),

@@ -388,12 +388,14 @@ def _fit_guide(
     options: SVIOptions,
     shared: dict[str, Any],
     progress_bar: bool,
+    loss_fn: Callable | None = None,
 ) -> list[float]:
-    """Run SVI on ``guide``; the loss history."""
+    """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history."""
     scaled_model = guide.model
     num_steps = _num_steps(options, len(x))
     decay = 1.0 if options.final_lr is None else (options.final_lr / options.lr) ** (1 / num_steps)
-    loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
+    if loss_fn is None:
+        loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
     if options.adversarial_epsilon is not None:
         feature_range = (x.amax(0) - x.amin(0)).clamp_min(0)
         plain = loss_fn.differentiable_loss if isinstance(loss_fn, Trace_ELBO) else loss_fn
@@ -461,14 +463,17 @@ def run_svi_chain(
     shared: dict[str, Any],
     progress_bar: bool,
     build_guide: Callable,
+    build_loss: Callable | None = None,
 ) -> Chain:
     """One SVI fit of ``build_guide(model, options)``: its guide draws as one chain, its
-    loss history checked for convergence (:func:`~pyro_bnn.diagnostics.loss_diagnostics`)."""
+    loss history checked for convergence (:func:`~pyro_bnn.diagnostics.loss_diagnostics`).
+    ``build_loss(model, options)``, if given, is the ELBO (default: :func:`_loss`)."""
     guide = build_guide(ScaleDataPlate(len(x))(model), options)
+    loss_fn = None if build_loss is None else build_loss(model, options)
     began = time.perf_counter()
     losses = _fit_guide(
         x, y, name=name, guide=guide, options=options, shared=shared,
-        progress_bar=progress_bar,
+        progress_bar=progress_bar, loss_fn=loss_fn,
     )  # fmt: skip
     steps_s = time.perf_counter() - began
     history = losses

@@ -25,7 +25,8 @@ __all__ = ["MLPHeteroscedastic"]
 
 class MLPHeteroscedastic(PyroModule):
     """``hidden`` layers of ``activation`` units, then 2 outputs: μ(x) and the raw scale,
-    σ(x) = softplus(raw) + ``min_scale``."""
+    σ(x) = softplus(raw) + ``min_scale`` (``link="softplus"``) or the log-variance,
+    σ(x)² = exp(raw) (``link="exp"``, which ``dvi`` needs)."""
 
     def __init__(
         self,
@@ -34,13 +35,14 @@ class MLPHeteroscedastic(PyroModule):
         hidden: tuple[int, ...] = (50,),
         prior: PriorHook | None = None,
         min_scale: float = 1e-3,
+        link: str = "softplus",
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.in_features = in_features
         self.net = mlp(in_features, tuple(hidden), 2, activation=activation)
         bayesianize(self, prior or GaussianPrior(scale=1.0))
-        self.likelihood = HeteroscedasticGaussian(min_scale=min_scale)
+        self.likelihood = HeteroscedasticGaussian(min_scale=min_scale, link=link)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.likelihood(self.net(x), y)

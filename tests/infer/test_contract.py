@@ -10,7 +10,7 @@ What each method is held to, and why:
   sd ratio within 4·sqrt(1/(2 ESS_i)) (the se of a Gaussian sample sd, relative).
 - ``sgmcmc``: the same, plus each sampler's known discretisation bias of the variance
   (``tests/infer/test_sgmcmc.py`` derives it).
-- ``meanfield`` optimum (meanfield, multiplicative: no log-uniform site here, so Gaussian
+- ``meanfield`` optimum (meanfield, dvi, multiplicative: no log-uniform site here, so Gaussian
   on every site): on a Gaussian posterior the mean-field optimum has the exact mean and
   sd 1/sqrt(Λ_ii) (Λ the posterior precision). ``fullrank``: the exact mean and sd;
   ``lowrank`` (rank 2 of 3 coordinates plus a diagonal) can also represent the exact
@@ -41,6 +41,7 @@ SETTINGS = {
     "map": (dict(num_steps=2000, lr=0.05, final_lr=1e-4), "mode"),
     "ensemble": (dict(num_members=3, num_steps=2000, lr=0.05, final_lr=1e-4), "mode"),
     "meanfield": (VI, "meanfield"),
+    "dvi": (VI, "meanfield"),
     "multiplicative": (VI, "meanfield"),
     "lowrank": (VI | dict(rank=2), "exact-vi"),
     "fullrank": (VI, "exact-vi"),
