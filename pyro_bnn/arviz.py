@@ -158,6 +158,10 @@ def to_inference_data(
         "method": posterior.method,
         "wall_time_s": posterior.wall_time,
     }
+    kl_weight = posterior.options.get("kl_weight", 1.0)
+    if kl_weight != 1.0:  # a tempered ELBO: its draws do not target the posterior
+        attrs["kl_weight"] = float(kl_weight)
+        attrs["target"] = "tempered: p(y | w)^(1/kl_weight) p(w), not the posterior"
     for group in idata.groups():
         idata[group].attrs.update(attrs)
     if posterior.losses:

@@ -87,7 +87,9 @@ class Gaussian(Likelihood):
 
     With neither given, the noise is learned with a Gamma(1, 0.05) prior on the precision
     (mean 20, i.e. σ ≈ 0.22 on standardised targets, heavy right tail). The learned
-    precision is the latent site ``precision``.
+    precision is the latent site ``precision``. ``learn_prior=True`` (empirical Bayes) makes
+    the Gamma prior's rate the Pyro parameter ``precision_prior_rate``, started at the
+    given prior's rate, which SVI learns with the ELBO.
     """
 
     def __init__(
@@ -95,11 +97,18 @@ class Gaussian(Likelihood):
         *,
         scale: float | None = None,
         precision_prior: dist.Distribution | None = None,
+        learn_prior: bool = False,
         num_data: int | None = None,
     ) -> None:
         super().__init__(num_data=num_data)
         if scale is not None and precision_prior is not None:
             raise ValueError("give either a fixed noise scale or a precision prior, not both")
+        if learn_prior and scale is not None:
+            raise ValueError("learn_prior=True learns the precision prior: give no fixed scale")
+        if learn_prior and precision_prior is not None:
+            if not isinstance(precision_prior, dist.Gamma):
+                raise ValueError("learn_prior=True needs a Gamma precision prior")
+        self.learn_prior = learn_prior
         if scale is not None and not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"noise scale must be positive and finite, got {scale}")
         if scale is None and precision_prior is None:
@@ -114,8 +123,15 @@ class Gaussian(Likelihood):
     def noise_scale(self, output: torch.Tensor) -> torch.Tensor:
         if self.precision_prior is None:
             return output.new_tensor(self.scale)
+        prior = self.precision_prior
+        if self.learn_prior:
+            rate = pyro.param(
+                "precision_prior_rate", lambda: prior.rate.detach().clone(),
+                constraint=dist.constraints.positive,
+            )  # fmt: skip
+            prior = dist.Gamma(prior.concentration, rate)
         # batched draws arrive as (*draws, 1): they broadcast against (*draws, rows)
-        return pyro.sample("precision", self.precision_prior).rsqrt()
+        return pyro.sample("precision", prior).rsqrt()
 
     def distribution(self, output: torch.Tensor) -> dist.Distribution:
         return dist.Normal(output, self.noise_scale(output))

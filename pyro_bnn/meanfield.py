@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 
-__all__ = ["MEANFIELD_GUIDES", "site_loc_scale"]
+__all__ = ["MEANFIELD_GUIDES", "all_loc_scale", "site_loc_scale"]
 
 MEANFIELD_GUIDES = (AutoNormal, AutoDiagonalNormal)
 
@@ -45,3 +45,16 @@ def site_loc_scale(guide, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         f"{type(guide).__name__} is not a mean-field Gaussian guide; "
         f"use one of {', '.join(g.__name__ for g in MEANFIELD_GUIDES)}"
     )
+
+
+def all_loc_scale(guide) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(μ, σ) of every site, as :func:`site_loc_scale` gives them, in one pass."""
+    if guide.prototype_trace is None:
+        raise ValueError("the guide has not been run yet: call guide(x, y) once first")
+    if isinstance(guide, AutoDiagonalNormal):
+        with guide._pyro_context:
+            loc, scale = guide.loc, guide.scale
+        scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
+        return {site["name"]: (v, scales[site["name"]]) for site, v in guide._unpack_latent(loc)}
+    names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
+    return {name: site_loc_scale(guide, name) for name in names}

@@ -105,12 +105,13 @@ def linear_moments(
     bias_loc: torch.Tensor | None,
     bias_scale: torch.Tensor | None,
     full: bool,
+    output_covariance: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-activation moments of a Linear layer with independent Gaussian weights.
 
     ``mean`` (rows, in); ``second`` the input's covariance (rows, in, in) if ``full``,
     else its variance (rows, in). Returns the output's mean (rows, out) and covariance
-    (rows, out, out) or variance (rows, out)."""
+    (rows, out, out) if ``full`` or ``output_covariance``, else its variance (rows, out)."""
     out_mean = mean @ weight_loc.T
     if bias_loc is not None:
         out_mean = out_mean + bias_loc
@@ -120,4 +121,7 @@ def linear_moments(
         noise = noise + bias_scale.square()
     if full:
         return out_mean, weight_loc @ second @ weight_loc.T + torch.diag_embed(noise)
+    if output_covariance:  # independent inputs: Σ_i M_ki M_li var_i, per row
+        scaled = weight_loc * var_in[..., None, :]  # (rows, out, in)
+        return out_mean, scaled @ weight_loc.T + torch.diag_embed(noise)
     return out_mean, var_in @ weight_loc.square().T + noise

@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import pyro
 import pyro.distributions as dist
 import torch
+from torch.distributions.constraints import positive
 from torch import nn
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "GaussianPrior",
     "ImproperLogUniform",
     "LaplacePrior",
+    "LearnedScale",
     "LogUniformPrior",
     "Prior",
     "PriorHook",
@@ -40,7 +43,9 @@ __all__ = [
     "fan_in",
 ]
 
-PriorHook = Callable[[str, nn.Module, torch.Tensor], "dist.Distribution | None"]
+# a Distribution, None (deterministic), or a callable module -> Distribution (a prior
+# with learned parameters, as PyroSample takes it)
+PriorHook = Callable[[str, nn.Module, torch.Tensor], "dist.Distribution | Callable | None"]
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -122,11 +127,37 @@ def _positive(name: str, what: str, value: float) -> float:
     return value
 
 
+LEARN_SCALES = ("global", "layer")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ScaledPrior(Prior):
-    """A location-zero family with a per-parameter scale; subclasses choose the scale."""
+    """A location-zero family with a per-parameter scale; subclasses choose the scale.
+
+    ``learn``: empirical Bayes (MacKay 1992; Wu et al. 2019). ``None`` keeps the scales
+    fixed. ``"global"`` multiplies every scale by one learned factor, the Pyro parameter
+    ``prior_scale``; ``"layer"`` by one factor per module, ``prior_scale.<module>``
+    (weight and bias share it). Each factor starts at 1, so the fixed scales are where
+    the learning starts. SVI learns them by maximising the ELBO (the model's own
+    ``pyro.param``); a sampler holds them at their current values.
+
+    Example:
+        >>> import pyro
+        >>> pyro.clear_param_store()
+        >>> prior = GaussianPrior(scale=0.5, learn="layer")
+        >>> p = prior("0.weight", torch.nn.Linear(2, 3), torch.zeros(3, 2))
+        >>> float(base_distribution(p(None)).scale.unique())
+        0.5
+        >>> sorted(pyro.get_param_store().keys())
+        ['prior_scale.0']
+    """
 
     family: type[dist.Distribution] = dist.Normal
+    learn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.learn is not None and self.learn not in LEARN_SCALES:
+            raise ValueError(f"learn must be None, 'global' or 'layer', got {self.learn!r}")
 
     def scale_for(self, name: str, module: nn.Module, parameter: torch.Tensor) -> float:
         raise NotImplementedError
@@ -134,6 +165,37 @@ class ScaledPrior(Prior):
     def element(self, name: str, module: nn.Module, parameter: torch.Tensor) -> dist.Distribution:
         scale = _positive(name, "prior scale", self.scale_for(name, module, parameter))
         return self.family(_scalar(0.0, parameter), _scalar(scale, parameter))
+
+    def __call__(self, name: str, module: nn.Module, parameter: torch.Tensor):
+        fixed = super().__call__(name, module, parameter)
+        if fixed is None or self.learn is None:
+            return fixed
+        element = self.element(name, module, parameter)  # scalar loc and scale
+        module_name = name.rpartition(".")[0]
+        key = "prior_scale" if self.learn == "global" else f"prior_scale.{module_name}"
+        return LearnedScale(
+            key=key, family=self.family, loc=element.loc, scale=element.scale,
+            shape=tuple(parameter.shape),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnedScale:
+    """A prior whose scale is ``scale`` times the Pyro parameter ``key`` (started at 1):
+    what :class:`ScaledPrior` gives ``PyroSample`` under empirical Bayes. A picklable
+    callable, so models with it run in worker processes."""
+
+    key: str
+    family: type[dist.Distribution]
+    loc: torch.Tensor
+    scale: torch.Tensor
+    shape: tuple[int, ...]
+
+    def __call__(self, module: nn.Module) -> dist.Distribution:
+        factor = pyro.param(self.key, lambda: torch.ones_like(self.scale), constraint=positive)
+        # one scalar factor per key, shared by every parameter it covers
+        element = self.family(self.loc, self.scale * factor)
+        return element.expand(self.shape).to_event(len(self.shape))
 
 
 def _layer_override(name: str, overrides: Mapping[str, float]) -> float | None:

@@ -36,7 +36,8 @@ def test_a_diverging_fit_warns_at_the_callers_line_and_records_it():
     model = zoo.build("mlp-regression", in_features=2, hidden=(16,))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        post = fit(model, x, y, method="map", lr=10.0, num_steps=1000, progress_bar=False, seed=0)
+        post = fit(model, x, y, method="map", lr=10.0, final_lr=10.0, num_steps=1000,
+                   progress_bar=False, seed=0)  # fmt: skip
     ours = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert ours and post.warnings and "loss_last_tenth" in post.diagnostics
     assert ours[0].filename == __file__  # the user's line, not the library's

@@ -176,7 +176,8 @@ def test_dwp_fit_on_tiny_data_has_a_finite_decreasing_loss():
     x = torch.randn(24, 1, 20, 20, generator=g)
     y = (x[:, 0, :10].mean((1, 2)) > 0).long()
     model = DWPCNN(prior=tiny_prior(), widths=(3, 4), num_classes=2, image_size=20)
-    post = fit(model, x, y, method="dwp", num_steps=150, lr=0.01, num_draws=4, progress_bar=False)
+    post = fit(model, x, y, method="dwp", num_steps=150, lr=0.01, final_lr=0.01, num_draws=4,
+               progress_bar=False)  # fmt: skip
     losses = torch.tensor(post.losses[0])
     assert bool(torch.isfinite(losses).all())
     # the loss is noisy (one draw per step): compare the means of the first and last 30

@@ -57,6 +57,7 @@ from pyro_bnn.metrics import rmse, test_log_likelihood
 
 __all__ = [
     "METHODS",
+    "Candidate",
     "Cell",
     "MethodSetting",
     "UCIProtocol",
@@ -68,15 +69,17 @@ __all__ = [
 ]
 
 METHODS = (
-    "nuts", "meanfield", "lowrank", "map", "ensemble", "sgld", "sghmc", "sgnht", "csgld",
-    "csghmc",
+    "nuts", "meanfield", "lowrank", "map", "ensemble", "dvi", "sgld", "sghmc", "sgnht",
+    "csgld", "csghmc",
 )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
 class MethodSetting:
     """``fit`` options of the final fit, the overrides used for the validation fits, and
-    the candidate prior scales c (N(0, c²/fan_in)) compared on the validation split.
+    the candidate prior scales c (N(0, c²/fan_in)) compared on the validation split, with
+    each named schedule and each ``learn_priors`` choice (None: fixed prior; ``"layer"``
+    or ``"global"``: empirical Bayes from c, :class:`pyro_bnn.priors.ScaledPrior`).
 
     ``step_size_law`` (a, p), for the SG-MCMC samplers, sets the step size to a · n^(−p)
     for n training rows: the full-data potential's curvature grows like n, so one law
@@ -93,6 +96,7 @@ class MethodSetting:
     prior_scales: tuple[float, ...] = (1.0, 2.0)
     likelihood: str = "gaussian"
     schedules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    learn_priors: tuple[str | None, ...] = (None,)
     step_size_law: tuple[float, float] | None = None
     step_backoff: float = 3.0
     max_step_reductions: int = 3
@@ -106,9 +110,14 @@ class MethodSetting:
                 f"{self.step_backoff} and {self.max_step_reductions}"
             )
 
-    def candidates(self) -> list[tuple[float, str | None]]:
-        """The (prior scale, schedule) pairs compared on validation."""
-        return [(c, name) for c in self.prior_scales for name in (list(self.schedules) or [None])]
+    def candidates(self) -> list[Candidate]:
+        """The (prior scale, schedule, learn_prior) choices compared on validation."""
+        return [
+            Candidate(c, name, learn)
+            for c in self.prior_scales
+            for name in (list(self.schedules) or [None])
+            for learn in self.learn_priors
+        ]
 
     def options(
         self,
@@ -125,6 +134,24 @@ class MethodSetting:
             scale, power = self.step_size_law
             options["step_size"] = scale * num_rows**-power / self.step_backoff**step_reductions
         return options
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One choice compared on validation."""
+
+    prior_scale: float
+    schedule: str | None = None
+    learn_prior: str | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [str(self.prior_scale)]
+        if self.schedule is not None:
+            parts.append(self.schedule)
+        if self.learn_prior is not None:
+            parts.append(f"empirical Bayes ({self.learn_prior})")
+        return ", ".join(parts)
 
 
 def _svi(**overrides: Any) -> MethodSetting:
@@ -180,6 +207,15 @@ def _default_methods() -> dict[str, MethodSetting]:
                 "3000 steps, lr 0.01": dict(num_steps=3000, lr=0.01, final_lr=0.001),
             },
             likelihood="heteroscedastic",
+        ),
+        # Wu et al.'s model: heteroscedastic with a log-variance head; empirical Bayes on
+        # the per-layer prior scales (their hierarchical prior) or a fixed c = 1, chosen
+        # on validation
+        "dvi": MethodSetting(
+            fit=dict(num_steps=5000, lr=0.01, final_lr=1e-4, num_draws=1000),
+            prior_scales=(1.0,),
+            learn_priors=(None, "layer"),
+            likelihood="heteroscedastic-exp",
         ),
         "sgld": _sgmcmc((0.04, 1.0)),
         "sghmc": _sgmcmc((4e-4, 1.0)),
@@ -240,9 +276,17 @@ class UCIProtocol(harness.Settings):
     def hidden_units(self, dataset: str) -> int:
         return self.hidden_by_dataset.get(dataset, self.hidden)
 
-    def model(self, dataset: str, in_features: int, prior_scale: float, *, method: str):
-        """The zoo's ``uci-mlp`` for ``dataset`` with prior scale c = ``prior_scale`` and
-        ``method``'s likelihood."""
+    def model(
+        self,
+        dataset: str,
+        in_features: int,
+        prior_scale: float,
+        *,
+        method: str,
+        learn_prior: str | None = None,
+    ):
+        """The zoo's ``uci-mlp`` for ``dataset`` with prior scale c = ``prior_scale``,
+        ``method``'s likelihood and empirical Bayes if ``learn_prior``."""
         return zoo.build(
             "uci-mlp",
             in_features=in_features,
@@ -250,6 +294,7 @@ class UCIProtocol(harness.Settings):
             prior_scale=prior_scale,
             precision_prior=self.precision_prior,
             likelihood=self.methods[method].likelihood,
+            learn_prior=learn_prior,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -261,6 +306,8 @@ class UCIProtocol(harness.Settings):
                 del setting["likelihood"]
             if not setting["schedules"]:  # likewise
                 del setting["schedules"]
+            if setting["learn_priors"] == (None,) or setting["learn_priors"] == [None]:
+                del setting["learn_priors"]
             if setting["step_size_law"] is None:
                 del setting["step_backoff"], setting["max_step_reductions"]
         return described
@@ -316,10 +363,9 @@ def _fit(
     cell: Cell,
     x,
     y,
-    prior_scale: float,
+    candidate: Candidate,
     *,
     validation: bool,
-    schedule: str | None = None,
 ):
     """The fitted posterior and the number of step reductions it needed (see
     :class:`MethodSetting`; always 0 for methods without a step-size law)."""
@@ -328,9 +374,13 @@ def _fit(
     retries = setting.max_step_reductions if setting.step_size_law is not None else 0
     for reductions in range(retries + 1):
         options = setting.options(
-            validation=validation, num_rows=len(x), step_reductions=reductions, schedule=schedule
-        )
-        model = protocol.model(cell.dataset, x.shape[1], prior_scale, method=cell.method)
+            validation=validation, num_rows=len(x), step_reductions=reductions,
+            schedule=candidate.schedule,
+        )  # fmt: skip
+        model = protocol.model(
+            cell.dataset, x.shape[1], candidate.prior_scale, method=cell.method,
+            learn_prior=candidate.learn_prior,
+        )  # fmt: skip
         try:
             post = fit(model, x, y, method=cell.method, seed=seed, progress_bar=False, **options)
         except FloatingPointError:  # the samplers' divergence: a smaller step, from the start
@@ -350,20 +400,17 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
     )
     validation_ll, reductions = {}, {}
     candidates = protocol.methods[cell.method].candidates()
-    for c, schedule in candidates if len(candidates) > 1 else ():  # one: nothing to select
-        post, reductions[c] = _fit(
-            protocol, cell, x_fit, y_fit, c, validation=True, schedule=schedule
+    for candidate in candidates if len(candidates) > 1 else ():  # one: nothing to select
+        post, reductions[candidate.prior_scale] = _fit(
+            protocol, cell, x_fit, y_fit, candidate, validation=True
         )
-        validation_ll[(c, schedule)] = test_log_likelihood(post.log_likelihood(x_val, y_val))
-    best, best_schedule = (
-        max(validation_ll, key=lambda k: validation_ll[k]) if validation_ll else candidates[0]
-    )
+        validation_ll[candidate] = test_log_likelihood(post.log_likelihood(x_val, y_val))
+    best = max(validation_ll, key=lambda k: validation_ll[k]) if validation_ll else candidates[0]
     selection_s = time.perf_counter() - start
 
     post, final_reductions = _fit(
-        protocol, cell, data.x_train, data.y_train, best, validation=False,
-        schedule=best_schedule,
-    )  # fmt: skip
+        protocol, cell, data.x_train, data.y_train, best, validation=False
+    )
     test = post.replay(data.x_test, data.y_test)  # every draw, once: f(x) and log p(y | draw)
     record: dict[str, Any] = {
         "dataset": cell.dataset,
@@ -371,11 +418,8 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         "split": cell.split,
         "rmse": rmse(test.loc.mean(0), data.y_test, y_scale=data.y_std),
         "test_ll": test_log_likelihood(test.log_lik, y_scale=data.y_std),
-        "prior_scale": best,
-        "validation_ll": {
-            str(c) if schedule is None else f"{c}, {schedule}": ll
-            for (c, schedule), ll in validation_ll.items()
-        },
+        "prior_scale": best.prior_scale,
+        "validation_ll": {candidate.label: ll for candidate, ll in validation_ll.items()},
         "noise_std": (  # the learned noise, or the heteroscedastic σ(x) averaged over x_test
             float(post.draws["precision"].rsqrt().mean())
             if "precision" in post.draws
@@ -387,8 +431,10 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         "selection_s": selection_s,
         "fit_s": post.wall_time,
     }
-    if best_schedule is not None:
-        record["schedule"] = best_schedule
+    if best.schedule is not None:
+        record["schedule"] = best.schedule
+    if best.learn_prior is not None:
+        record["learn_prior"] = best.learn_prior
     if protocol.methods[cell.method].step_size_law is not None:
         record["step_reductions"] = final_reductions
         record["validation_step_reductions"] = {str(c): k for c, k in reductions.items()}

@@ -44,7 +44,7 @@ from torch.distributions import biject_to
 from pyro_bnn.infer.svi import GaussianGuideOptions
 from pyro_bnn.layers import Linear
 from pyro_bnn.likelihoods import OBS_SITE, Gaussian, HeteroscedasticGaussian, Likelihood
-from pyro_bnn.meanfield import site_loc_scale
+from pyro_bnn.meanfield import all_loc_scale
 from pyro_bnn.moments import linear_moments, relu_covariance, relu_moments
 from pyro_bnn.priors import base_distribution
 
@@ -151,13 +151,10 @@ def propagate(
         if second is None:  # exact input: zero (co)variance
             second = torch.zeros_like(mean)
             second = torch.diag_embed(second) if full else second
-        if last and not full:  # the output heads' covariance (heteroscedastic needs it)
-            second, full_here = torch.diag_embed(second), True
-        else:
-            full_here = full
+        # the output heads' covariance, which the heteroscedastic likelihood needs
         mean, second = linear_moments(
             mean, second, weight_loc=w_loc, weight_scale=w_scale, bias_loc=b_loc,
-            bias_scale=b_scale, full=full_here,
+            bias_scale=b_scale, full=full, output_covariance=last,
         )  # fmt: skip
     if second.dim() == mean.dim():  # ended on a ReLU in the diagonal variant
         second = torch.diag_embed(second)
@@ -241,10 +238,7 @@ class DeterministicELBO(ELBO):
         if guide.prototype_trace is None:
             guide(x, y)
         with guide._pyro_context:
-            return {
-                name: site_loc_scale(guide, name)
-                for name, _ in guide.prototype_trace.iter_stochastic_nodes()
-            }
+            return all_loc_scale(guide)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         x, y = args[0], args[1] if len(args) > 1 else kwargs.get("y")
@@ -293,7 +287,7 @@ class DeterministicELBO(ELBO):
 def output_moments(guide, network: Network, x: torch.Tensor, *, covariance: str):
     """The network's output mean and covariance at ``x`` under ``guide``."""
     with guide._pyro_context, torch.no_grad():
-        q = {n: site_loc_scale(guide, n) for n, _ in guide.prototype_trace.iter_stochastic_nodes()}
+        q = all_loc_scale(guide)
         return (*propagate(network, x, q, covariance=covariance), q)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pyro
@@ -35,6 +35,7 @@ from pyro.infer.autoguide import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
     init_to_sample,
+    init_to_value,
 )
 from pyro.optim import ClippedAdam
 from pyro.poutine.messenger import Messenger
@@ -76,8 +77,10 @@ __all__ = [
 class SVIOptions(Options):
     """Options of ``map`` (and the base of every SVI method).
 
-    ``num_steps`` or ``num_epochs`` (default 1000 steps); ``batch_size`` None = full batch;
-    Adam learning rate ``lr`` decayed geometrically to ``final_lr`` (default: no decay);
+    ``num_steps`` or ``num_epochs`` (default: a budget that grows with the data,
+    :func:`default_num_steps`); ``batch_size`` None = full batch; Adam learning rate
+    ``lr`` decayed geometrically to ``final_lr`` (default ``lr``/1000; give ``final_lr=lr``
+    for a constant rate), so that the last steps settle instead of jittering;
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
     particles).
@@ -148,15 +151,39 @@ class EnsembleOptions(SVIOptions):
         return self.epsilon if self.adversarial else None
 
 
+INITS = ("sample", "map")
+
+
 @dataclass(frozen=True, kw_only=True)
 class VariationalOptions(SVIOptions):
-    """``num_draws`` guide draws kept per chain in the Posterior."""
+    """``num_draws`` guide draws kept per chain in the Posterior; a larger default ``lr``
+    (0.05) than MAP's, since the scales start far below the posterior's.
 
+    ``init="map"`` starts the guide's means at a MAP fit of the same model (same schedule
+    options), instead of at ``init_loc_fn``: a warm start.
+
+    ``kl_weight`` β scales the KL term (every site outside the data plate): the tempered
+    objective E_q[log p(y | w)] − β KL(q ‖ p). With β ≠ 1 it no longer targets the
+    posterior but the distribution ∝ p(y | w)^(1/β) p(w) (for Gaussian q, roughly the
+    posterior of a β-times-smaller prior and of data counted 1/β times). Never the default;
+    it is recorded in ``posterior.options`` and the ArviZ attributes."""
+
+    lr: float = 0.05
     num_draws: int = 1000
+    init: str = "sample"
+    kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_choice("init", INITS)
 
     @property
     def draws_per_chain(self) -> int:
         return self.num_draws
+
+    @property
+    def plain_elbo(self) -> bool:
+        return super().plain_elbo and self.kl_weight == 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,10 +339,25 @@ def _minibatches(
             yield order[start : start + batch_size], i
 
 
+DEFAULT_STEPS = 5000
+DEFAULT_EPOCHS = 50
+DEFAULT_DECAY = 1e-3  # final_lr = lr × this unless given
+
+
+def default_num_steps(num_rows: int, batch_size: int | None) -> int:
+    """The default budget: 5000 steps, or 50 epochs where that is more (minibatches).
+
+    Example:
+        >>> default_num_steps(80, None), default_num_steps(20_000, 100)
+        (5000, 10000)
+    """
+    return max(DEFAULT_STEPS, DEFAULT_EPOCHS * _num_batches(num_rows, batch_size))
+
+
 def _num_steps(o: SVIOptions, num_rows: int) -> int:
-    if o.num_epochs is None:
-        return o.num_steps or 1000
-    return o.num_epochs * _num_batches(num_rows, o.batch_size)
+    if o.num_epochs is not None:
+        return o.num_epochs * _num_batches(num_rows, o.batch_size)
+    return o.num_steps or default_num_steps(num_rows, o.batch_size)
 
 
 def _guide_draws(guide, x, y, num_draws: int) -> dict[str, torch.Tensor]:
@@ -393,7 +435,9 @@ def _fit_guide(
     """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history."""
     scaled_model = guide.model
     num_steps = _num_steps(options, len(x))
-    decay = 1.0 if options.final_lr is None else (options.final_lr / options.lr) ** (1 / num_steps)
+    final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
+    decay = (final_lr / options.lr) ** (1 / num_steps)
+    custom_loss = loss_fn is not None  # reads the KL weight from the model's sites alone
     if loss_fn is None:
         loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
     if options.adversarial_epsilon is not None:
@@ -406,9 +450,10 @@ def _fit_guide(
     # the KL (every site outside the data plate) weighted M·π_i on minibatch i of M
     kl = KLWeight()
     num_batches = _num_batches(len(x), options.batch_size)
-    kl_scale = (num_batches * kl_weights(options.kl_weighting, num_batches)).tolist()
-    if options.kl_weighting != "uniform":
-        train_model, train_guide = kl(train_model), kl(guide)
+    beta = getattr(options, "kl_weight", 1.0)
+    kl_scale = (beta * num_batches * kl_weights(options.kl_weighting, num_batches)).tolist()
+    if options.kl_weighting != "uniform" or beta != 1.0:
+        train_model, train_guide = kl(train_model), (guide if custom_loss else kl(guide))
     svi = SVI(train_model, train_guide, ClippedAdam({"lr": options.lr, "lrd": decay}), loss_fn)
     losses: list[float] = []
     batches = _minibatches(len(x), options.batch_size)
@@ -452,6 +497,22 @@ def epoch_losses(losses: list[float], num_batches: int) -> list[float]:
                                                               num_batches)]  # fmt: skip
 
 
+def _map_values(model, x, y, *, name: str, options: SVIOptions, shared, progress_bar: bool):
+    """``init_to_value`` at a MAP fit of ``model`` with ``options``' schedule, fitted in a
+    parameter store of its own (none of its parameters stay)."""
+    schedule = {f.name: getattr(options, f.name) for f in fields(SVIOptions)}
+    map_options = SVIOptions(**schedule)
+    with pyro.get_param_store().scope():
+        guide = map_guide(ScaleDataPlate(len(x))(model), map_options)
+        _fit_guide(
+            x, y, name=f"{name} (MAP start)", guide=guide, options=map_options,
+            shared=shared, progress_bar=progress_bar,
+        )  # fmt: skip
+        with torch.no_grad():
+            values = {k: v.detach().clone() for k, v in guide.median().items()}
+    return init_to_value(values=values)
+
+
 def run_svi_chain(
     model: Callable,
     x: torch.Tensor,
@@ -468,6 +529,10 @@ def run_svi_chain(
     """One SVI fit of ``build_guide(model, options)``: its guide draws as one chain, its
     loss history checked for convergence (:func:`~pyro_bnn.diagnostics.loss_diagnostics`).
     ``build_loss(model, options)``, if given, is the ELBO (default: :func:`_loss`)."""
+    if getattr(options, "init", "sample") == "map":
+        options = replace(options, init_loc_fn=_map_values(
+            model, x, y, name=name, options=options, shared=shared, progress_bar=progress_bar
+        ))  # fmt: skip
     guide = build_guide(ScaleDataPlate(len(x))(model), options)
     loss_fn = None if build_loss is None else build_loss(model, options)
     began = time.perf_counter()

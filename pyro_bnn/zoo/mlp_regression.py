@@ -1,7 +1,8 @@
 """``mlp-regression``: a Bayesian MLP with a Gaussian likelihood.
 
 Every weight and bias has the prior given by the prior hook (N(0, 1) by default); the
-observation noise is fixed (``noise_scale``) or learned with a prior on its precision.
+observation noise is fixed (``noise_scale``) or learned with a prior on its precision
+(whose rate is itself learned with ``learn_noise_prior=True``: empirical Bayes).
 
 Example:
     >>> import torch
@@ -34,13 +35,16 @@ class MLPRegression(PyroModule):
         prior: PriorHook | None = None,
         noise_scale: float | None = None,
         precision_prior: dist.Distribution | None = None,
+        learn_noise_prior: bool = False,
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.in_features = in_features
         self.net = mlp(in_features, tuple(hidden), 1, activation=activation)
         bayesianize(self, prior or GaussianPrior(scale=1.0))
-        self.likelihood = Gaussian(scale=noise_scale, precision_prior=precision_prior)
+        self.likelihood = Gaussian(
+            scale=noise_scale, precision_prior=precision_prior, learn_prior=learn_noise_prior
+        )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.likelihood(self.net(x).squeeze(-1), y)

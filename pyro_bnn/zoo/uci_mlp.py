@@ -34,24 +34,33 @@ def uci_mlp(
     prior_scale: float = 1.0,
     precision_prior: tuple[float, float] = (1.0, 0.01),
     likelihood: str = "gaussian",
+    learn_prior: str | None = None,
 ) -> MLPRegression | MLPHeteroscedastic:
     """``precision_prior``: (concentration, rate) of the Gamma prior on 1/σ² (standardised y).
 
     The default Gamma(1, 0.01) has mean 100 (σ = 0.1) and a density that falls by e only
     at precision 100: weak over the range UCI noise levels take (σ from 0.03 to 0.8).
     ``likelihood="heteroscedastic"`` gives the network a second head for the noise scale
-    σ(x) (the deep-ensemble model of Lakshminarayanan et al.), with no precision prior.
+    σ(x) (the deep-ensemble model of Lakshminarayanan et al.), with no precision prior;
+    ``likelihood="heteroscedastic-exp"`` makes that head the log-variance (Wu et al.'s
+    model, which ``dvi`` needs). ``learn_prior``: empirical Bayes, ``"global"`` or
+    ``"layer"`` learned prior scales (:class:`~pyro_bnn.priors.ScaledPrior`), and for the
+    Gaussian likelihood the precision prior's rate.
     """
-    if likelihood == "heteroscedastic":
-        return MLPHeteroscedastic(
-            in_features=in_features, hidden=(hidden,), prior=FanInGaussianPrior(c=prior_scale)
-        )
+    prior = FanInGaussianPrior(c=prior_scale, learn=learn_prior)
+    if likelihood in ("heteroscedastic", "heteroscedastic-exp"):
+        link = "exp" if likelihood == "heteroscedastic-exp" else "softplus"
+        return MLPHeteroscedastic(in_features=in_features, hidden=(hidden,), prior=prior, link=link)
     if likelihood != "gaussian":
-        raise ValueError(f"likelihood must be 'gaussian' or 'heteroscedastic', got {likelihood!r}")
+        raise ValueError(
+            "likelihood must be 'gaussian', 'heteroscedastic' or 'heteroscedastic-exp', "
+            f"got {likelihood!r}"
+        )
     concentration, rate = precision_prior
     return MLPRegression(
         in_features=in_features,
         hidden=(hidden,),
-        prior=FanInGaussianPrior(c=prior_scale),
+        prior=prior,
         precision_prior=dist.Gamma(torch.tensor(float(concentration)), torch.tensor(float(rate))),
+        learn_noise_prior=learn_prior is not None,
     )
