@@ -24,8 +24,8 @@ from typing import ClassVar
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.distributions.constraints import positive
 from torch import nn
+from torch.distributions.constraints import positive
 
 __all__ = [
     "FanInGaussianPrior",

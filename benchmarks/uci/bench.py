@@ -265,6 +265,12 @@ class UCIProtocol(harness.Settings):
                     schedules={"a": dict(num_steps=20), "b": dict(num_steps=30, lr=0.02)},
                     likelihood="heteroscedastic",
                 ),
+                "dvi": MethodSetting(
+                    fit={k: v for k, v in svi.items() if k != "backend"},
+                    prior_scales=(1.0,),
+                    learn_priors=(None, "layer"),
+                    likelihood="heteroscedastic-exp",
+                ),
                 "sgld": MethodSetting(fit=chain, step_size_law=(0.01, 1.0)),
                 "sghmc": MethodSetting(fit=chain, step_size_law=(1e-4, 1.0)),
                 "sgnht": MethodSetting(fit=chain, step_size_law=(0.01, 0.5)),

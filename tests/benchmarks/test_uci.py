@@ -121,6 +121,16 @@ def test_the_ensemble_joins_with_heteroscedastic_members(tmp_path):
     assert "schedule" not in document["records"][0]
 
 
+def test_dvi_chooses_empirical_bayes_on_validation(tmp_path):
+    """dvi's candidates are a fixed prior and empirical Bayes; the record names the choice."""
+    write_uci(tmp_path, rows=40, splits=1)
+    (record,) = _run(tmp_path, ["dvi"], [0])["records"]
+    assert set(record["validation_ll"]) == {"1.0", "1.0, empirical Bayes (layer)"}
+    chose_eb = max(record["validation_ll"], key=record["validation_ll"].get) != "1.0"
+    assert (record.get("learn_prior") == "layer") == chose_eb
+    assert record["noise_std"] > 0 and "| dvi |" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
     """A FloatingPointError (the samplers' divergence) reruns the fit with the step divided
     by step_backoff; the record says how many reductions each fit took, and a sampler that
