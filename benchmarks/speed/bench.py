@@ -131,13 +131,15 @@ def _bbb_step(data: Split, steps: int) -> None:
         opt.step()
 
 
-def _pyro_svi_step_ms(data: Split, *, backend: str, config: SpeedConfig) -> float:
+def _pyro_svi_step_ms(
+    data: Split, *, backend: str, config: SpeedConfig, method: str = "meanfield"
+) -> float:
     """Time of one SVI step inside ``fit``'s loop (set-up and compilation excluded)."""
     post = fit(
         _model(),
         data.x_train,
         data.y_train,
-        method="meanfield",
+        method=method,
         num_steps=config.svi_steps,
         lr=1e-3,
         num_draws=1,
@@ -415,6 +417,8 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
             "pyro_trace_elbo_autonormal_equivalent": _pyro_svi_step_ms(
                 data, backend="pyro", config=config
             ),
+            # the deterministic ELBO: moment propagation, no weight draw, same guide
+            "pyro_bnn_dvi": _pyro_svi_step_ms(data, backend="pyro", config=config, method="dvi"),
         },
         "same_posterior": _same_posterior(data, config),
         "nuts": {str(d): _pyro_nuts(data, config, d) for d in config.max_tree_depths},
@@ -524,6 +528,19 @@ def format_markdown(results: dict) -> str:
             " ms",
             "BBB",
             bbb,
+        ),
+        *(
+            [
+                _row(
+                    "SVI step: pyro-bnn `dvi` (deterministic ELBO)",
+                    svi["pyro_bnn_dvi"],
+                    " ms",
+                    "`meanfield`",
+                    svi["pyro_bnn_meanfield"],
+                )
+            ]
+            if "pyro_bnn_dvi" in svi
+            else []
         ),
         *_nuts_rows(nuts, ref.get("nuts", {})),
         _row(

@@ -23,7 +23,7 @@ from tests.uci_files import write_uci
 
 RECORD_KEYS = {
     "dataset", "method", "split", "rmse", "test_ll", "wall_s", "prior_scale", "validation_ll",
-    "noise_std", "n_train", "n_test", "selection_s", "fit_s", "date",
+    "noise_std", "n_train", "n_test", "selection_s", "fit_s", "date", "warnings",
 }  # fmt: skip
 NUTS_KEYS = {
     "divergences", "max_rhat_test_predictions", "min_ess_test_predictions", "mean_steps_per_draw"
