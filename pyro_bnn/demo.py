@@ -1,9 +1,9 @@
-"""``pyro-bnn demo``: four posteriors on 1-D regression with a gap in the inputs.
+"""``pyro-bnn demo``: five posteriors on 1-D regression with a gap in the inputs.
 
 Example:
     >>> from pyro_bnn.demo import demo_settings
     >>> sorted(demo_settings(quick=True))
-    ['lowrank', 'map', 'meanfield', 'nuts']
+    ['dvi', 'lowrank', 'map', 'meanfield', 'nuts']
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ DEMO_PRIOR = FanInGaussianPrior(c=2.0)
 
 
 def demo_settings(*, quick: bool) -> dict[str, dict]:
-    """Options of each method: the default run, or a ``quick`` one."""
-    steps = 600 if quick else 3000
-    svi = dict(num_steps=steps, lr=0.01, final_lr=0.001, num_draws=200 if quick else 1000)
+    """Options of each method: the library's defaults (the SVI methods' schedule and
+    convergence check), or a ``quick`` run."""
+    steps = dict(num_steps=600) if quick else {}
+    svi = dict(steps, num_draws=200 if quick else 1000)
     return {
-        "map": dict(num_steps=steps, lr=0.01, final_lr=0.001),
+        "map": dict(steps),
         "meanfield": dict(svi),
         "lowrank": dict(svi, rank=10),
+        "dvi": dict(svi),
         "nuts": dict(
             warmup_steps=60 if quick else 300,
             num_samples=60 if quick else 300,
@@ -81,8 +83,10 @@ def run_demo(
     in_gap = data.in_gap(data.x_test)
     rows = []
     settings = demo_settings(quick=quick)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex=True, sharey=True)
-    for ax, (method, options) in zip(axes.flat, settings.items(), strict=True):
+    fig, axes = plt.subplots(3, 2, figsize=(11, 9.5), sharex=True, sharey=True)
+    for ax in axes.flat[len(settings) :]:
+        ax.set_visible(False)
+    for ax, (method, options) in zip(axes.flat, settings.items(), strict=False):
         model = zoo.build("mlp-regression", in_features=1, hidden=(50,), prior=DEMO_PRIOR)
         post = fit(
             model,
