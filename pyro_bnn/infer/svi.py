@@ -79,7 +79,7 @@ class SVIOptions(Options):
 
     ``num_steps`` or ``num_epochs`` (default: a budget that grows with the data,
     :func:`default_num_steps`); ``batch_size`` None = full batch; Adam learning rate
-    ``lr`` decayed geometrically to ``final_lr`` (default ``lr``/1000; give ``final_lr=lr``
+    ``lr`` decayed geometrically to ``final_lr`` (default ``lr``/100; give ``final_lr=lr``
     for a constant rate), so that the last steps settle instead of jittering;
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
@@ -156,8 +156,7 @@ INITS = ("sample", "map")
 
 @dataclass(frozen=True, kw_only=True)
 class VariationalOptions(SVIOptions):
-    """``num_draws`` guide draws kept per chain in the Posterior; a larger default ``lr``
-    (0.05) than MAP's, since the scales start far below the posterior's.
+    """``num_draws`` guide draws kept per chain in the Posterior.
 
     ``init="map"`` starts the guide's means at a MAP fit of the same model (same schedule
     options), instead of at ``init_loc_fn``: a warm start.
@@ -168,7 +167,6 @@ class VariationalOptions(SVIOptions):
     posterior of a β-times-smaller prior and of data counted 1/β times). Never the default;
     it is recorded in ``posterior.options`` and the ArviZ attributes."""
 
-    lr: float = 0.05
     num_draws: int = 1000
     init: str = "sample"
     kl_weight: float = 1.0
@@ -339,17 +337,17 @@ def _minibatches(
             yield order[start : start + batch_size], i
 
 
-DEFAULT_STEPS = 5000
+DEFAULT_STEPS = 20_000
 DEFAULT_EPOCHS = 50
-DEFAULT_DECAY = 1e-3  # final_lr = lr × this unless given
+DEFAULT_DECAY = 0.01  # final_lr = lr × this unless given
 
 
 def default_num_steps(num_rows: int, batch_size: int | None) -> int:
-    """The default budget: 5000 steps, or 50 epochs where that is more (minibatches).
+    """The default budget: 20,000 steps, or 50 epochs where that is more (minibatches).
 
     Example:
-        >>> default_num_steps(80, None), default_num_steps(20_000, 100)
-        (5000, 10000)
+        >>> default_num_steps(80, None), default_num_steps(100_000, 100)
+        (20000, 50000)
     """
     return max(DEFAULT_STEPS, DEFAULT_EPOCHS * _num_batches(num_rows, batch_size))
 
