@@ -53,7 +53,22 @@ def batched_linear(
     return out if bias is None else out.add_(bias)
 
 
-class Linear(PyroModule[nn.Linear]):
+def _new_layer(cls: type) -> nn.Module:
+    return cls.__new__(cls)
+
+
+class _PicklesAsItself:
+    """Pyro pickles a ``PyroModule[nn.Linear]`` subclass as ``PyroModule[nn.Linear]``
+    itself, which would turn these layers back into Pyro's in a worker process (losing
+    batched draws and the ``layer_output`` effect, so local reparameterization and
+    ``dvi``); unpickle as the class the layer is."""
+
+    def __reduce__(self):
+        state = getattr(self, "__getstate__", self.__dict__.copy)()
+        return _new_layer, (type(self),), state
+
+
+class Linear(_PicklesAsItself, PyroModule[nn.Linear]):
     """A ``PyroModule[nn.Linear]`` whose weight and bias may carry draw dimensions.
 
     Its output goes through :func:`layer_output`, so a handler may
@@ -72,7 +87,7 @@ class Linear(PyroModule[nn.Linear]):
         return F.linear(x, weight, bias)
 
 
-class Conv2d(PyroModule[nn.Conv2d]):
+class Conv2d(_PicklesAsItself, PyroModule[nn.Conv2d]):
     """A ``PyroModule[nn.Conv2d]`` whose output goes through ``layer_output`` (local
     reparameterization); one weight draw at a time (batched draws fall back to
     :func:`pyro_bnn.replay.replay`'s sequential path)."""

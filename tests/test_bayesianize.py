@@ -47,3 +47,22 @@ def test_batched_linear_matches_per_draw():
     assert batched.shape == (4, 5, 2)
     for i in range(4):
         torch.testing.assert_close(batched[i], x @ w[i, 0].T + layer.bias)
+
+
+def test_bayesian_layers_survive_pickling_as_themselves():
+    """Chains run in spawned workers get a pickled model: its layers must stay pyro_bnn's
+    (batched draws, the layer_output effect that local reparameterization and dvi use),
+    not turn back into Pyro's PyroModule[nn.Linear]."""
+    import pickle
+
+    import torch
+
+    from pyro_bnn.layers import Conv2d, Linear
+    from pyro_bnn.priors import GaussianPrior
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 1))
+    bayesianize(net, GaussianPrior())
+    copy = pickle.loads(pickle.dumps(net))
+    assert type(copy[0]) is Conv2d and type(copy[2]) is Linear
+    assert sorted(copy[2]._pyro_samples) == ["bias", "weight"]
+    assert copy(torch.randn(5, 1, 4, 4)).shape == (5, 1)
