@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run benchmarks/<name> of the pyro-bnn checkout holding the current "
         "directory; `pyro-bnn bench <name> --help` lists its options.",
     )
-    bench.add_argument("name", help="speed, uci, mnist-bbb, dwp or modes")
+    bench.add_argument("name", help="speed, uci, mnist-bbb, dwp, modes or small-data-vi")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the bench's options")
     bench.set_defaults(run=_bench)
 

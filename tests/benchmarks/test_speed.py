@@ -17,6 +17,7 @@ def test_speed_bench_smoke(tmp_path):
         "pyro_bnn_meanfield",
         "pyro_bnn_meanfield_inductor",
         "pyro_trace_elbo_autonormal_equivalent",
+        "pyro_bnn_dvi",
     }
     assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"]["3"].keys()
     assert saved["predict"]["rows"] == 500 and saved["predict"]["draws"] == 50

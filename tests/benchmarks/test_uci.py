@@ -114,7 +114,8 @@ def test_the_ensemble_joins_with_heteroscedastic_members(tmp_path):
     assert "| ensemble |" in (tmp_path / "out" / "results.md").read_text()
 
     tiny = UCIProtocol.tiny()
-    single = replace(tiny.methods["ensemble"], schedules={})
+    ensemble = tiny.methods["ensemble"]
+    single = replace(ensemble, schedules={}, fit={**ensemble.fit, "num_steps": 20})
     protocol = replace(tiny, methods={**tiny.methods, "ensemble": single})
     document = _run(tmp_path, ["ensemble"], [0], protocol=protocol, out_name="single")
     assert document["records"][0]["validation_ll"] == {}
