@@ -36,11 +36,7 @@ def site_loc_scale(guide, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(guide, AutoNormal):
         return guide._get_loc_and_scale(name)
     if isinstance(guide, AutoDiagonalNormal):
-        with guide._pyro_context:
-            loc, scale = guide.loc, guide.scale
-        locs = dict((site["name"], v) for site, v in guide._unpack_latent(loc))
-        scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
-        return locs[name], scales[name]
+        return _diagonal_normal_sites(guide)[name]
     raise TypeError(
         f"{type(guide).__name__} is not a mean-field Gaussian guide; "
         f"use one of {', '.join(g.__name__ for g in MEANFIELD_GUIDES)}"
@@ -52,9 +48,14 @@ def all_loc_scale(guide) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if guide.prototype_trace is None:
         raise ValueError("the guide has not been run yet: call guide(x, y) once first")
     if isinstance(guide, AutoDiagonalNormal):
-        with guide._pyro_context:
-            loc, scale = guide.loc, guide.scale
-        scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
-        return {site["name"]: (v, scales[site["name"]]) for site, v in guide._unpack_latent(loc)}
+        return _diagonal_normal_sites(guide)
     names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
     return {name: site_loc_scale(guide, name) for name in names}
+
+
+def _diagonal_normal_sites(guide: AutoDiagonalNormal) -> dict[str, tuple[torch.Tensor, ...]]:
+    """(μ, σ) of every site of an ``AutoDiagonalNormal``: its flat loc and scale unpacked."""
+    with guide._pyro_context:
+        loc, scale = guide.loc, guide.scale
+    scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
+    return {site["name"]: (v, scales[site["name"]]) for site, v in guide._unpack_latent(loc)}
