@@ -167,9 +167,8 @@ class ScaledPrior(Prior):
         return self.family(_scalar(0.0, parameter), _scalar(scale, parameter))
 
     def __call__(self, name: str, module: nn.Module, parameter: torch.Tensor):
-        fixed = super().__call__(name, module, parameter)
-        if fixed is None or self.learn is None:
-            return fixed
+        if self.learn is None or not self.select.selects(name, module):
+            return super().__call__(name, module, parameter)
         element = self.element(name, module, parameter)  # scalar loc and scale
         module_name = name.rpartition(".")[0]
         key = "prior_scale" if self.learn == "global" else f"prior_scale.{module_name}"
