@@ -161,10 +161,26 @@ def propagate(
     return mean, second
 
 
+def _check_likelihood(likelihood: Likelihood) -> None:
+    """Refuse a likelihood whose expectation has no closed form here."""
+    if isinstance(likelihood, HeteroscedasticGaussian) and likelihood.link != "exp":
+        raise ValueError(
+            "dvi's closed-form expected log-likelihood needs the log-variance head: "
+            "HeteroscedasticGaussian(link='exp') (zoo: mlp-heteroscedastic with "
+            "link='exp'); the softplus scale has no closed form"
+        )
+    if not isinstance(likelihood, Gaussian | HeteroscedasticGaussian):
+        raise ValueError(
+            f"dvi's closed-form expected log-likelihood covers Gaussian and heteroscedastic "
+            f"Gaussian likelihoods, not {type(likelihood).__name__}: use meanfield"
+        )
+
+
 def _expected_log_likelihood(
     likelihood: Likelihood, y: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, q: dict
 ) -> torch.Tensor:
-    """E_q[log p(y_i | f(x_i))] per row, in closed form."""
+    """E_q[log p(y_i | f(x_i))] per row, in closed form (:func:`_check_likelihood` has
+    accepted ``likelihood``)."""
     if isinstance(likelihood, Gaussian):
         if mean.shape[-1] != 1:
             raise ValueError(f"a Gaussian likelihood needs one output, got {mean.shape[-1]}")
@@ -179,27 +195,18 @@ def _expected_log_likelihood(
         return (
             0.5 * log_precision - _HALF_LOG_2PI - 0.5 * expected_precision * ((y - m).square() + v)
         )
-    if isinstance(likelihood, HeteroscedasticGaussian):
-        if likelihood.link != "exp":
-            raise ValueError(
-                "dvi's closed-form expected log-likelihood needs the log-variance head: "
-                "HeteroscedasticGaussian(link='exp') (zoo: mlp-heteroscedastic with "
-                "link='exp'); the softplus scale has no closed form"
-            )
-        m0, m1 = mean[..., 0], mean[..., 1]
-        v0, v1, c01 = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
-        tilted = (y - m0 + c01).square() + v0
-        return -_HALF_LOG_2PI - 0.5 * m1 - 0.5 * torch.exp(-m1 + v1 / 2) * tilted
-    raise ValueError(
-        f"dvi's closed-form expected log-likelihood covers Gaussian and heteroscedastic "
-        f"Gaussian likelihoods, not {type(likelihood).__name__}: use meanfield"
-    )
+    m0, m1 = mean[..., 0], mean[..., 1]  # heteroscedastic, log-variance head
+    v0, v1, c01 = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
+    tilted = (y - m0 + c01).square() + v0
+    return -_HALF_LOG_2PI - 0.5 * m1 - 0.5 * torch.exp(-m1 + v1 / 2) * tilted
+
+
+_EXP_PROBE = torch.tensor([-1.0, 0.0, 2.0])
 
 
 def _is_exp(transform) -> bool:
     """Whether ``transform`` is exp (Pyro writes a non-negative support's as exp then +0)."""
-    z = torch.tensor([-1.0, 0.0, 2.0])
-    return bool(torch.allclose(transform(z), z.exp()))
+    return bool(torch.allclose(transform(_EXP_PROBE), _EXP_PROBE.exp()))
 
 
 def _kl(name: str, prior: dist.Distribution, loc: torch.Tensor, scale: torch.Tensor):
@@ -232,6 +239,7 @@ class DeterministicELBO(ELBO):
         super().__init__(num_particles=1)
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be 'diagonal' or 'full', got {covariance!r}")
+        _check_likelihood(network.likelihood)
         self.network, self.covariance = network, covariance
 
     def _q(self, guide, x, y) -> dict:
@@ -348,10 +356,6 @@ def deterministic_elbo(model, options: DVIOptions) -> DeterministicELBO:
 
 
 def precheck(model, x: torch.Tensor, y: torch.Tensor, options: DVIOptions) -> None:
-    """Refuse a model whose layers or likelihood the closed form does not cover."""
-    network = find_network(model)
-    likelihood = network.likelihood
-    if isinstance(likelihood, HeteroscedasticGaussian) and likelihood.link != "exp":
-        _expected_log_likelihood(likelihood, y[:1], torch.zeros(1, 2), torch.zeros(1, 2, 2), {})
-    if not isinstance(likelihood, Gaussian | HeteroscedasticGaussian):
-        _expected_log_likelihood(likelihood, y[:1], torch.zeros(1, 1), torch.zeros(1, 1, 1), {})
+    """Refuse, before any chain runs, a model whose layers or likelihood the closed form
+    does not cover (building its ELBO checks both)."""
+    deterministic_elbo(model, options)
