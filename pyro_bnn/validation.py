@@ -30,6 +30,7 @@ __all__ = [
     "check_inputs_like",
     "check_model",
     "check_seed",
+    "left_support",
     "obs_shape_error",
     "short_error",
 ]
@@ -127,6 +128,12 @@ def check_inputs_like(x: torch.Tensor, reference: torch.Tensor, *, name: str = "
         f"{name} has shape {tuple(x.shape)} but the model was fitted on inputs of shape "
         f"({expected})"
     )
+
+
+def left_support(error: BaseException) -> bool:
+    """Whether ``error`` is Pyro's check of a distribution's parameters failing (a
+    parameter outside its support), which a fit that diverged raises."""
+    return isinstance(error, ValueError) and "Expected parameter" in str(error)
 
 
 def short_error(error: BaseException) -> str:

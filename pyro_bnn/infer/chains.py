@@ -41,7 +41,7 @@ from pyro_bnn.diagnostics import (
 )
 from pyro_bnn.posterior import Posterior
 from pyro_bnn.replay import replay
-from pyro_bnn.validation import short_error
+from pyro_bnn.validation import left_support, short_error
 
 if TYPE_CHECKING:
     from pyro_bnn.infer.methods import Method
@@ -188,7 +188,7 @@ def _run_group(
             try:
                 noise = _noise_scale(model, chain.draws, x, y)
             except ValueError as error:  # Pyro's check of a distribution's parameters
-                if "Expected parameter" not in str(error):
+                if not left_support(error):
                     raise
                 raise FloatingPointError(
                     f"{method.name}: the draws put a distribution's parameter outside its "

@@ -52,7 +52,7 @@ from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import OBS_SITE, ScaleDataPlate
 from pyro_bnn.local_reparam import LocalReparameterization
 from pyro_bnn.potential import flat_potential
-from pyro_bnn.validation import short_error
+from pyro_bnn.validation import left_support, short_error
 
 __all__ = [
     "EnsembleOptions",
@@ -462,7 +462,7 @@ def _fit_guide(
             try:
                 loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
             except ValueError as error:  # Pyro's check of a distribution's parameters
-                if step == 0 or "Expected parameter" not in str(error):
+                if step == 0 or not left_support(error):
                     raise
                 raise FloatingPointError(
                     f"the {name} fit diverged at step {step}: a distribution's parameter left "
@@ -546,7 +546,7 @@ def run_svi_chain(
     try:
         draws = _guide_draws(guide, x, y, options.draws_per_chain)
     except ValueError as error:  # Pyro's check of a distribution's parameters
-        if "Expected parameter" not in str(error):
+        if not left_support(error):
             raise
         draws = None
     if draws is None or not all(bool(torch.isfinite(v).all()) for v in draws.values()):
