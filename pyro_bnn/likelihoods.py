@@ -26,6 +26,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import effectful
 
 __all__ = [
     "DATA_PLATE",
@@ -36,10 +37,21 @@ __all__ = [
     "HeteroscedasticGaussian",
     "Likelihood",
     "ScaleDataPlate",
+    "network_output",
 ]
 
 DATA_PLATE = "data"
 OBS_SITE = "obs"
+
+
+def _network_output(likelihood: Likelihood, output: torch.Tensor) -> torch.Tensor:
+    return output
+
+
+network_output = effectful(_network_output, type="network_output")
+network_output.__doc__ = """The network output a likelihood receives, as a Pyro effect: a
+handler may read it (the linearised Laplace predictive needs the raw output, before a
+distribution normalises it) or replace it. With no handler it is the output itself."""
 
 
 class Likelihood(ABC):
@@ -67,6 +79,7 @@ class Likelihood(ABC):
         if size < rows:
             raise ValueError(f"batch has {rows} rows but num_data={size} is smaller")
         subsample = torch.arange(rows, device=output.device) if size != rows else None
+        output = network_output(self, output)
         if y is not None:
             y = self.check_targets(y, output)
         distribution = self.distribution(output)  # global sites (noise) stay outside the plate

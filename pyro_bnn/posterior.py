@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyro
@@ -25,7 +25,23 @@ import torch
 from pyro_bnn.replay import ObsDraws, replay
 from pyro_bnn.validation import as_inputs, as_targets, check_count, check_inputs_like, check_seed
 
-__all__ = ["Posterior", "Prediction"]
+__all__ = ["MethodPredictive", "Posterior", "Prediction"]
+
+
+class MethodPredictive(Protocol):
+    """A method's own predictive, replacing the replay of draws through the model (the
+    linearised network of Laplace). ``obs_draws`` gives the observed site under the draws
+    at flat positions ``index``; ``moments`` the closed-form summaries where they exist
+    (``mean``, ``epistemic_var``, ``aleatoric_var``, or ``probs``), else None."""
+
+    def obs_draws(
+        self, posterior: Posterior, x: torch.Tensor, y: torch.Tensor | None, *,
+        index: torch.Tensor, row_batch: int, log_joint: bool,
+    ) -> ObsDraws: ...  # fmt: skip
+
+    def moments(
+        self, posterior: Posterior, x: torch.Tensor, *, row_batch: int
+    ) -> dict[str, torch.Tensor] | None: ...
 
 
 @dataclass
@@ -82,7 +98,8 @@ class Posterior:
     ``param_states`` holds each chain's own Pyro parameter store, entered whenever the
     model runs with that chain's draws, so fits never share parameters by name.
     ``wall_time`` is the whole fit; ``timings`` splits out the method's loops (summed over
-    chains).
+    chains). ``states`` holds each chain's picklable method state that ``predictive``, the
+    method's own predictive (None: replay the draws), reads.
     """
 
     model: Callable
@@ -97,6 +114,8 @@ class Posterior:
     warnings: list[str] = field(default_factory=list)
     param_states: list[dict] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    states: list = field(default_factory=list)
+    predictive: MethodPredictive | None = None
     wall_time: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -107,6 +126,15 @@ class Posterior:
     @property
     def num_draws(self) -> int:
         return next(iter(self.draws.values())).shape[1]
+
+    @property
+    def log_marginal_likelihood(self) -> float | list[float]:
+        """The method's estimate of log p(y) (the Laplace evidence): one number, or one per
+        chain. A method that makes none raises AttributeError."""
+        found = [getattr(state, "log_marginal_likelihood", None) for state in self.states]
+        if not found or any(value is None for value in found):
+            raise AttributeError(f"method {self.method!r} gives no log marginal likelihood")
+        return found[0] if len(found) == 1 else found
 
     @property
     def guide(self) -> Any:
@@ -169,6 +197,11 @@ class Posterior:
         check_inputs_like(x, self.x_train, name=name)
         y = None if y is None else as_targets(y, rows=len(x), name="y")
         index = self._draw_index(num_samples)
+        if self.predictive is not None:
+            return self.predictive.obs_draws(
+                self, x, y, index=index, row_batch=kwargs.get("row_batch", 1000),
+                log_joint=kwargs.get("log_joint", False),
+            )  # fmt: skip
         draws = self._draws_at(index)
         if not self._params_differ():
             with self.pyro_context():
@@ -197,6 +230,11 @@ class Posterior:
         if seed is not None:
             pyro.set_rng_seed(seed)
         obs = self.replay(x, num_samples=num_samples, row_batch=row_batch, draw_chunk=draw_chunk)
+        closed = None
+        if self.predictive is not None:
+            closed = self.predictive.moments(self, as_inputs(x, name="x"), row_batch=row_batch)
+        if closed is not None:
+            return _closed_form_prediction(obs, closed)
         if obs.probs is not None:
             probs = obs.probs.mean(0)
             labels = torch.arange(probs.shape[-1], dtype=probs.dtype)
@@ -220,3 +258,23 @@ class Posterior:
             raise TypeError("log_likelihood needs y, the targets of the rows of x")
         obs = self.replay(x, y, row_batch=row_batch, draw_chunk=draw_chunk)
         return obs.log_lik.reshape(self.num_chains, self.num_draws, -1)
+
+
+def _closed_form_prediction(obs: ObsDraws, closed: dict[str, torch.Tensor]) -> Prediction:
+    """A Prediction whose summaries are a method's closed form; its samples are the draws."""
+    if "probs" in closed:
+        probs = closed["probs"].to(obs.probs.dtype)
+        labels = torch.arange(probs.shape[-1], dtype=probs.dtype)
+        mean = probs @ labels
+        std = (probs @ labels**2 - mean**2).clamp_min(0).sqrt()
+        return Prediction(samples=obs.value, mean=mean, std=std, probs=probs, draws=obs)
+    dtype = obs.loc.dtype
+    epistemic, aleatoric = closed["epistemic_var"].to(dtype), closed["aleatoric_var"].to(dtype)
+    return Prediction(
+        samples=obs.value,
+        mean=closed["mean"].to(dtype),
+        std=(epistemic + aleatoric).sqrt(),
+        epistemic_var=epistemic,
+        aleatoric_var=aleatoric,
+        draws=obs,
+    )

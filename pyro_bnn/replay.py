@@ -33,7 +33,7 @@ from pyro_bnn.likelihoods import OBS_SITE
 from pyro_bnn.priors import base_distribution
 from pyro_bnn.validation import check_count, obs_shape_error
 
-__all__ = ["DRAWS_PLATE", "ObsDraws", "replay"]
+__all__ = ["DRAWS_PLATE", "ObsDraws", "obs_draws_of", "replay"]
 
 DRAWS_PLATE = "_draws"
 
@@ -71,6 +71,15 @@ class ObsDraws:
             merged[f.name] = out
         return cls(**merged)
 
+    @classmethod
+    def concat(cls, parts: list[ObsDraws], dim: int) -> ObsDraws:
+        """Concatenate along draws (``dim=0``) or rows (``dim=1``)."""
+        merged = {}
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            merged[f.name] = None if values[0] is None else torch.cat(values, dim=dim)
+        return cls(**merged)
+
 
 def _per_draw(lp: torch.Tensor, vectorized: bool) -> torch.Tensor:
     """Sum a site's log-density over everything but the draws plate."""
@@ -95,22 +104,11 @@ def _summarise(
     if node is None:
         raise ValueError(f"the model has no '{OBS_SITE}' site")
     fn, value = node["fn"], node["value"]
-    base = base_distribution(fn)
     batch = torch.broadcast_shapes(fn.batch_shape, value.shape[: value.dim() - len(fn.event_shape)])
     if tuple(batch) != expected or len(fn.event_shape) != 0:
         raise ObsShapeError(obs_shape_error(tuple(batch + fn.event_shape), expected[-1], x_shape))
     vectorized = len(expected) == 2
-    out = ObsDraws(value=value.expand(batch))
-    if isinstance(base, dist.Categorical):
-        out.probs = base.probs.expand(*batch, base.probs.shape[-1])
-    elif isinstance(base, dist.Bernoulli):
-        p = base.probs.expand(batch)
-        out.probs = torch.stack([1 - p, p], dim=-1)
-    else:
-        out.loc = base.mean.expand(batch)
-        out.noise_var = base.variance.expand(batch)
-    if with_y:
-        out.log_lik = fn.log_prob(value).expand(batch)
+    out = obs_draws_of(fn, value if with_y else None, batch=tuple(batch), value=value)
     if with_joint:
         out.log_joint = sum(
             _per_draw(site["fn"].log_prob(site["value"]), vectorized)
@@ -120,13 +118,30 @@ def _summarise(
     return out
 
 
-def _stack(parts: list[ObsDraws], dim: int) -> ObsDraws:
-    """Concatenate along draws (``dim=0``) or rows (``dim=1``)."""
-    merged = {}
-    for f in fields(ObsDraws):
-        values = [getattr(p, f.name) for p in parts]
-        merged[f.name] = None if values[0] is None else torch.cat(values, dim=dim)
-    return ObsDraws(**merged)
+def obs_draws_of(
+    fn: dist.Distribution,
+    y: torch.Tensor | None,
+    *,
+    batch: tuple[int, ...],
+    value: torch.Tensor | None = None,
+) -> ObsDraws:
+    """What an observed distribution ``fn`` of batch shape ``batch`` gives: a draw (or
+    ``value``, or ``y``), its moments or class probabilities, and log p(y) given ``y``."""
+    base = base_distribution(fn)
+    if value is None:
+        value = fn.sample() if y is None else y
+    out = ObsDraws(value=value.expand(batch))
+    if isinstance(base, dist.Categorical):
+        out.probs = base.probs.expand(*batch, base.probs.shape[-1])
+    elif isinstance(base, dist.Bernoulli):
+        p = base.probs.expand(batch)
+        out.probs = torch.stack([1 - p, p], dim=-1)
+    else:
+        out.loc = base.mean.expand(batch)
+        out.noise_var = base.variance.expand(batch)
+    if y is not None:
+        out.log_lik = fn.log_prob(y).expand(batch)
+    return out
 
 
 def _trace(model: Callable, draw: dict[str, torch.Tensor], x, y) -> Trace:
@@ -183,7 +198,7 @@ def _sequential(model, draws, x, y, with_joint: bool) -> ObsDraws:
                 }
             )
         )
-    return _stack(singles, dim=0)
+    return ObsDraws.concat(singles, dim=0)
 
 
 def replay(
@@ -219,5 +234,5 @@ def replay(
                     vectorize = False  # the model's layers need one draw at a time
                     result = _sequential(model, chunk, x_rows, y_rows, log_joint)
                 parts.append(result)
-            rows.append(_stack(parts, dim=0))
-    return rows[0] if len(rows) == 1 else _stack(rows, dim=1)
+            rows.append(ObsDraws.concat(parts, dim=0))
+    return rows[0] if len(rows) == 1 else ObsDraws.concat(rows, dim=1)

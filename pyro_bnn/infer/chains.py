@@ -61,7 +61,9 @@ __all__ = [
 class Chain:
     """One chain's draws (1, draw, *site_shape), per-draw statistics (1, draw), its loss
     history (optimisers), convergence diagnostics and warnings, timings, its Pyro parameter
-    store and, when run in this process, the method's own object (Pyro's guide or MCMC)."""
+    store, the method's own picklable ``state`` that its predictive reads (a Laplace
+    chain's Gaussian) and, when run in this process, the method's own object (Pyro's guide
+    or MCMC)."""
 
     draws: dict[str, torch.Tensor]
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class Chain:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     runner: Any = None
+    state: Any = None
     param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
 
 
@@ -343,6 +346,8 @@ def run_method(
         diagnostics=diagnostics,
         warnings=mixing + converging,
         param_states=[c.param_state for c in chains],
+        states=[c.state for c in chains],
+        predictive=None if method.predictive is None else method.predictive(options),
         options=dict(given_options),
         wall_time=time.perf_counter() - start,
         timings=timings,

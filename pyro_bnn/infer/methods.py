@@ -2,9 +2,10 @@
 explicit table.
 
 A method is its name, its keyword-only options type (an option it does not use is an
-error naming it), how it runs one chain from a seed, and whether its draws are meant to
+error naming it), how it runs one chain from a seed, whether its draws are meant to
 represent the posterior (then R-hat, ESS and divergences are checked and warned about, as
-for any sampler). Prediction replays the draws through the model for every method.
+for any sampler), and how it predicts: by replaying the draws through the model, or by
+its own predictive (Laplace's linearised network), which also gives the draws for ArviZ.
 
 Example:
     >>> REGISTRY["ensemble"].options.__name__
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from pyro_bnn.infer import dvi, mcmc, sgmcmc, svi
+from pyro_bnn.infer import dvi, laplace, mcmc, sgmcmc, svi
 from pyro_bnn.infer.options import Options
 
 __all__ = ["REGISTRY", "Method", "method"]
@@ -36,6 +37,9 @@ class Method:
     divergences are checked and failures warned about (for optimisers they are recorded
     only, and the loss history is checked instead). ``precheck(model, x, y, options)``,
     if any, refuses before any chain runs what the method cannot do with this model.
+    ``predictive(options)``, if any, gives the method's own predictive where it replaces
+    replaying the draws through the model (:class:`~pyro_bnn.posterior.MethodPredictive`,
+    such as Laplace's linearised network), or None.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Method:
     samples_posterior: bool
     summary: str
     precheck: Callable | None = None
+    predictive: Callable | None = None
 
 
 def _svi(name: str, options: type[Options], guide: Callable, summary: str) -> Method:
@@ -107,6 +112,16 @@ _TABLE: tuple[Method, ...] = (
         False,
         "deterministic VI: meanfield's guide, ELBO by moment propagation (Wu et al. 2019)",
         precheck=dvi.precheck,
+    ),
+    Method(
+        "laplace",
+        laplace.LaplaceOptions,
+        laplace.run_laplace_chain,
+        False,
+        "Laplace: a Gaussian at the MAP with GGN/Fisher curvature (full, diag, kron, "
+        "lowrank), GLM predictive, evidence-tuned prior",
+        precheck=laplace.precheck,
+        predictive=laplace.laplace_predictive,
     ),
     _mcmc("nuts", mcmc.NUTSOptions, mcmc.nuts_kernel, "Pyro's NUTS"),
     _mcmc("hmc", mcmc.HMCOptions, mcmc.hmc_kernel, "Pyro's HMC"),

@@ -39,6 +39,8 @@ def _allowed(annotation: Any) -> tuple[Any, ...]:
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:
     allowed = _allowed(annotation)
+    if isinstance(value, str) and str in allowed:
+        return
     if value is None:
         if type(None) not in allowed:
             raise TypeError(f"option {name} must not be None")
