@@ -12,7 +12,8 @@ What each method is held to, and why:
   (``tests/infer/test_sgmcmc.py`` derives it).
 - ``meanfield`` optimum (meanfield, dvi, multiplicative: no log-uniform site here, so Gaussian
   on every site): on a Gaussian posterior the mean-field optimum has the exact mean and
-  sd 1/sqrt(Λ_ii) (Λ the posterior precision). ``fullrank``: the exact mean and sd;
+  sd 1/sqrt(Λ_ii) (Λ the posterior precision). ``fullrank``, and ``laplace`` (full: on a
+  linear-Gaussian model its GGN is the exact Hessian): the exact mean and sd;
   ``lowrank`` (rank 2 of 3 coordinates plus a diagonal) can also represent the exact
   covariance here. Checked with the guide's draws: 4 Monte Carlo se of the mean of N iid
   draws (sd/sqrt(N)), and of their sd (sd/sqrt(2N)), plus 0.1 sd of optimisation error
@@ -45,6 +46,8 @@ SETTINGS = {
     "multiplicative": (VI, "meanfield"),
     "lowrank": (VI | dict(rank=2), "exact-vi"),
     "fullrank": (VI, "exact-vi"),
+    "laplace": (dict(hessian_structure="full", num_steps=2000, lr=0.05, final_lr=1e-4,
+                     num_draws=2000), "exact-vi"),  # fmt: skip
     "dwp": (dict(num_steps=20, lr=0.01, num_draws=4), "dwp"),
     "nuts": (dict(num_samples=1000, warmup_steps=300), "exact"),
     "hmc": (dict(num_steps=3, num_samples=1500, warmup_steps=500), "exact"),
