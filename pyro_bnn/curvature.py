@@ -57,6 +57,7 @@ class _Capture(Messenger):
         self.output: torch.Tensor | None = None
         self.layers: list[tuple[str, object]] = []
         self.inputs: dict[str, torch.Tensor] = {}
+        self.width = 0  # activations per row, summed over the layers
 
     def _pyro_post_network_output(self, msg) -> None:
         self.likelihood, self.output = msg["args"][0], msg["value"]
@@ -64,6 +65,7 @@ class _Capture(Messenger):
     def _pyro_post_layer_output(self, msg) -> None:
         module, x = msg["args"]
         self.layers.append((msg["name"], module))
+        self.width += msg["value"][0].numel() if msg["value"].dim() > 1 else 1
         if msg["name"] in self.probes:
             self.inputs[msg["name"]] = x.detach()
             msg["value"] = msg["value"] + self.probes[msg["name"]]
@@ -216,8 +218,14 @@ class PointModel:
         _, hvp = torch.autograd.functional.hvp(log_prior, theta, torch.ones_like(theta))
         return -hvp.double()
 
-    def row_batches(self, rows: int, outputs: int) -> Iterator[slice]:
-        size = max(1, _JACOBIAN_ENTRIES // max(outputs * self.size, 1))
+    def row_batches(self, rows: int, outputs: int, width: int = 0) -> Iterator[slice]:
+        """Row batches whose Jacobian (rows × outputs × P) and vectorised backward pass
+        (rows × outputs cotangents, each as wide as rows × ``width`` activations) both stay
+        within ``_JACOBIAN_ENTRIES`` numbers."""
+        size = _JACOBIAN_ENTRIES // max(outputs * self.size, 1)
+        if width:
+            size = min(size, int((_JACOBIAN_ENTRIES / (outputs * width)) ** 0.5))
+        size = max(1, size)
         for start in range(0, rows, size):
             yield slice(start, min(start + size, rows))
 
@@ -243,17 +251,17 @@ class PointModel:
 
     def chunks(
         self, x: torch.Tensor, y: torch.Tensor | None, *, raw: bool = False
-    ) -> Iterator[tuple[torch.Tensor, Evaluation]]:
-        """:meth:`jacobian` over row batches that bound its memory."""
+    ) -> Iterator[tuple[slice, torch.Tensor, Evaluation]]:
+        """:meth:`jacobian` over row batches that bound its memory: (rows, J, evaluation)."""
         outputs = self.evaluate(self.theta, x[:1], None)
-        width = (outputs.raw if raw and outputs.raw is not None else outputs.u).shape[-1]
-        for rows in self.row_batches(len(x), width):
-            yield self.jacobian(x[rows], None if y is None else y[rows], raw=raw)
+        columns = (outputs.raw if raw and outputs.raw is not None else outputs.u).shape[-1]
+        for rows in self.row_batches(len(x), columns, outputs.capture.width):
+            yield (rows, *self.jacobian(x[rows], None if y is None else y[rows], raw=raw))
 
     def ggn(self, x: torch.Tensor, y: torch.Tensor | None, *, empirical: bool = False):
         """The full GGN Σ Jᵀ F J (or empirical Fisher Σ g gᵀ) of −log p(y | θ), (P, P) float64."""
         total = torch.zeros(self.size, self.size, dtype=torch.float64)
-        for jac, ev in self.chunks(x, y):
+        for _, jac, ev in self.chunks(x, y):
             jac = jac.double()
             if empirical:
                 grads = torch.einsum("nkp,nk->np", jac, ev.score.double())
@@ -265,7 +273,7 @@ class PointModel:
     def ggn_diagonal(self, x: torch.Tensor, y: torch.Tensor | None, *, empirical: bool = False):
         """The diagonal of :meth:`ggn`, (P,) float64, without forming the matrix."""
         total = torch.zeros(self.size, dtype=torch.float64)
-        for jac, ev in self.chunks(x, y):
+        for _, jac, ev in self.chunks(x, y):
             jac = jac.double()
             if empirical:
                 total += torch.einsum("nkp,nk->np", jac, ev.score.double()).pow(2).sum(0)

@@ -240,16 +240,24 @@ def mixing_diagnostics(
                 f"{method}: {diagnostics['divergences']} divergent transitions of "
                 f"{num_chains * num_draws}; raise target_accept_prob or reparameterise"
             )
+    # a site held fixed (the same value in every draw: the body of a last-layer Laplace
+    # approximation, a noise at its MAP) has no R-hat or ESS
+    varying = {
+        name: value for name, value in draws.items()
+        if not bool((value == value.reshape(-1, *value.shape[2:])[0]).all())
+    }  # fmt: skip
     if num_draws < 4:
         diagnostics["rhat_ess"] = (
             f"not applicable: {num_draws} draw(s) per chain (R-hat and ESS need several)"
         )
+    elif not varying:
+        diagnostics["rhat_ess"] = "not applicable: every site is the same in every draw"
     else:
         per_site = {
             name: row_diagnostics(
                 value.detach().double().cpu().reshape(num_chains, num_draws, -1).numpy()
             )
-            for name, value in draws.items()
+            for name, value in varying.items()
         }
         worst_rhat = max((d["max_rhat"], name) for name, d in per_site.items())
         least_ess = min((d["min_ess"], name) for name, d in per_site.items())

@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import pyro.distributions as dist
-import scipy.sparse.linalg
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import init_to_value
@@ -216,6 +215,16 @@ class LaplaceState:
     noise_precision: float | None = None
     link_approx: str = "probit"
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the Gaussian: its curvature structure, prior and mode."""
+        tensors = [self.theta, self.d, *(
+            v for v in vars(self.structure).values() if isinstance(v, torch.Tensor)
+        )]  # fmt: skip
+        for block in getattr(self.structure, "blocks", ()):
+            tensors += [v for v in vars(block).values() if isinstance(v, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def point(self, model) -> PointModel:
         return PointModel(model, self.values, self.names)
 
@@ -276,6 +285,7 @@ def _kron(point: PointModel, x, y, *, empirical: bool) -> precision.Kron:
 
 
 def _lowrank(point, x, y, options: LaplaceOptions, d0, *, empirical: bool) -> precision.LowRank:
+    import scipy.sparse.linalg  # imported when needed: `import pyro_bnn` stays light
     matvec = point.ggn_matvec(x, y, empirical=empirical)
     root = d0.rsqrt()
     size = point.size
@@ -483,10 +493,12 @@ class LinearisedPredictive:
     link_approx: str = "probit"
 
     def _linearised(self, posterior, chain: int, x: torch.Tensor):
+        """(rows, state, J, evaluation) of chain ``chain`` over row batches of ``x`` that
+        bound the Jacobian's memory."""
         state = posterior.states[chain]
         with posterior.pyro_context(chain):
-            jac, ev = state.point(posterior.model).jacobian(x, raw=True)
-        return state, jac, ev
+            for rows, jac, ev in state.point(posterior.model).chunks(x, None, raw=True):
+                yield rows, state, jac, ev
 
     def obs_draws(self, posterior, x, y, *, index, row_batch: int, log_joint: bool) -> ObsDraws:
         chain_of = index // posterior.num_draws
@@ -496,14 +508,11 @@ class LinearisedPredictive:
             keep = chain_of == chain
             if not bool(keep.any()):
                 continue
-            rows = []
-            for start in range(0, len(x), row_batch):
-                xs = x[start : start + row_batch]
-                ys = None if y is None else y[start : start + row_batch]
-                state, jac, ev = self._linearised(posterior, chain, xs)
-                point = state.point(posterior.model)
+            chunks = []
+            for rows, state, jac, ev in self._linearised(posterior, chain, x):
+                ys = None if y is None else y[rows]
                 theta = torch.cat([draws[name][keep].reshape(int(keep.sum()), -1)
-                                   for name in point.names], -1)  # fmt: skip
+                                   for name in state.names], -1)  # fmt: skip
                 offset = (theta - state.theta).to(jac.dtype)
                 shape = ev.capture.output.shape
                 f = ev.raw[None] + torch.einsum("ncp,sp->snc", jac, offset)
@@ -516,8 +525,8 @@ class LinearisedPredictive:
                     fn = ev.likelihood.distribution(f)
                 if ys is not None:
                     ys = ev.likelihood.check_targets(ys, ev.raw.reshape(shape))
-                rows.append(obs_draws_of(fn, ys, batch=(len(offset), len(xs))))
-            parts.append((keep, ObsDraws.concat(rows, dim=1)))
+                chunks.append(obs_draws_of(fn, ys, batch=(len(offset), len(ev.raw))))
+            parts.append((keep, ObsDraws.concat(chunks, dim=1)))
         out = ObsDraws.gather(parts, len(chain_of))
         if log_joint and y is not None:
             from pyro_bnn.replay import replay
@@ -533,10 +542,8 @@ class LinearisedPredictive:
         probabilities (classifiers, probit), mixed over chains; None where there is none."""
         per_chain = []
         for chain in range(posterior.num_chains):
-            parts = []
-            for start in range(0, len(x), row_batch):
-                state, jac, ev = self._linearised(posterior, chain, x[start : start + row_batch])
-                parts.append(_moments(state, jac, ev, self.link_approx))
+            parts = [_moments(state, jac, ev, self.link_approx)
+                     for _, state, jac, ev in self._linearised(posterior, chain, x)]  # fmt: skip
             if parts[0] is None:
                 return None
             per_chain.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})

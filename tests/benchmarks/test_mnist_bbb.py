@@ -17,7 +17,13 @@ def test_mnist_bbb_bench_writes_tables_and_figure(tmp_path):
     write_mnist(tmp_path, n=200, seed=0)
     config = MnistBBBConfig.tiny(data_dir=str(tmp_path), batch_size=32)
     report = run_mnist_bbb(config, out=tmp_path / "out", progress=False)
-    assert set(report["methods"]) == {"sgd", "dropout", "bbb_gaussian", "bbb_mixture", "ensemble"}
+    assert set(report["methods"]) == {
+        "sgd", "dropout", "bbb_gaussian", "bbb_mixture", "ensemble", "laplace"
+    }  # fmt: skip
+    laplace = report["methods"]["laplace"]
+    assert {"map_test_error", "curvature_s", "curvature_mb", "log_marginal_likelihood"} <= set(
+        laplace
+    )
     assert all({"test_nll", "test_ece", "date"} <= set(e) for e in report["methods"].values())
     mixture = report["methods"]["bbb_mixture"]
     assert len(mixture["validation_errors"]) == len(config.mixture_grid)
@@ -30,6 +36,7 @@ def test_mnist_bbb_bench_writes_tables_and_figure(tmp_path):
     assert saved["methods"].keys() == report["methods"].keys()
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| bbb_mixture | pi=" in table and "weights removed by SNR" in table
+    assert "last-layer KFAC Laplace" in table
     assert (tmp_path / "out" / "weights.png").stat().st_size > 0
 
 

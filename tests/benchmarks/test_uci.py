@@ -132,6 +132,14 @@ def test_dvi_chooses_empirical_bayes_on_validation(tmp_path):
     assert record["noise_std"] > 0 and "| dvi |" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_laplace_records_its_evidence_and_tuned_noise(tmp_path):
+    write_uci(tmp_path, rows=40, splits=1)
+    (record,) = _run(tmp_path, ["laplace"], [0])["records"]
+    assert record["validation_ll"] == {}  # one candidate: the evidence tunes the prior
+    assert isinstance(record["log_marginal_likelihood"], float) and record["noise_std"] > 0
+    assert "| laplace |" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
     """A FloatingPointError (the samplers' divergence) reruns the fit with the step divided
     by step_backoff; the record says how many reductions each fit took, and a sampler that

@@ -35,6 +35,7 @@ from tests.infer.test_sgmcmc import SETTINGS as SGMCMC_SETTINGS
 from tests.infer.test_sgmcmc import _variance_bias
 
 VI = dict(num_steps=3000, lr=0.05, final_lr=5e-4, num_draws=2000)
+LAPLACE = dict(hessian_structure="full", num_steps=2000, lr=0.05, final_lr=1e-4, num_draws=2000)
 
 # method -> (options, what the draws are held to); chain_processes=1 keeps the test in
 # this process (workers are tested in test_mcmc.py)
@@ -46,8 +47,7 @@ SETTINGS = {
     "multiplicative": (VI, "meanfield"),
     "lowrank": (VI | dict(rank=2), "exact-vi"),
     "fullrank": (VI, "exact-vi"),
-    "laplace": (dict(hessian_structure="full", num_steps=2000, lr=0.05, final_lr=1e-4,
-                     num_draws=2000), "exact-vi"),  # fmt: skip
+    "laplace": (LAPLACE, "exact-vi"),
     "dwp": (dict(num_steps=20, lr=0.01, num_draws=4), "dwp"),
     "nuts": (dict(num_samples=1000, warmup_steps=300), "exact"),
     "hmc": (dict(num_steps=3, num_samples=1500, warmup_steps=500), "exact"),

@@ -156,8 +156,8 @@ def test_empirical_fisher_matches_laplace_torch(regression):
     from laplace.curvature import CurvlinopsEF
 
     reference = laplace_torch.Laplace(net, "regression", subset_of_weights="all",
-                                      hessian_structure="full", sigma_noise=sigma, prior_precision=2.0,
-                                      backend=CurvlinopsEF)  # fmt: skip
+                                      hessian_structure="full", sigma_noise=sigma,
+                                      prior_precision=2.0, backend=CurvlinopsEF)  # fmt: skip
     data = torch.utils.data.TensorDataset(x, y[:, None])
     reference.fit(torch.utils.data.DataLoader(data, batch_size=len(x)))
     _, f_var = reference(x_test, pred_type="glm")
@@ -252,7 +252,7 @@ def test_bad_options_and_models_get_clear_errors():
     first_layer_only = GaussianPrior(scale=1.0, select=Selector(modules=("net.0",)))
     model = zoo.build("mlp-regression", in_features=2, hidden=(4,), noise_scale=0.5,
                       prior=first_layer_only)  # fmt: skip
-    with pytest.raises(ValueError, match="last layer 'net.2' has no Bayesian weights"):
+    with pytest.raises(ValueError, match=r"last layer 'net\.2' has no Bayesian weights"):
         fit(model, c.x, c.y, method="laplace", subset="last_layer")
     with pytest.raises(ValueError, match="prior_precision must be"):
         fit(plain, c.x, c.y, method="laplace", prior_precision="evidence")
