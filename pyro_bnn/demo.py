@@ -1,4 +1,4 @@
-"""``pyro-bnn demo``: five posteriors on 1-D regression with a gap in the inputs.
+"""``pyro-bnn demo``: six posteriors on 1-D regression with a gap in the inputs.
 
 Example:
     >>> from pyro_bnn.demo import demo_settings
@@ -39,6 +39,7 @@ def demo_settings(*, quick: bool) -> dict[str, dict]:
         "meanfield": dict(svi),
         "lowrank": dict(svi, rank=10),
         "dvi": dict(svi),
+        "laplace": dict(svi),
         "nuts": dict(
             warmup_steps=60 if quick else 300,
             num_samples=60 if quick else 300,

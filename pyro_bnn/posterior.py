@@ -25,19 +25,20 @@ import torch
 from pyro_bnn.replay import ObsDraws, replay
 from pyro_bnn.validation import as_inputs, as_targets, check_count, check_inputs_like, check_seed
 
-__all__ = ["MethodPredictive", "Posterior", "Prediction"]
+__all__ = ["MethodPredictive", "Posterior", "Prediction", "mix_moments"]
 
 
 class MethodPredictive(Protocol):
-    """A method's own predictive, replacing the replay of draws through the model (the
-    linearised network of Laplace). ``obs_draws`` gives the observed site under the draws
-    at flat positions ``index``; ``moments`` the closed-form summaries where they exist
-    (``mean``, ``epistemic_var``, ``aleatoric_var``, or ``probs``), else None."""
+    """A method's own predictive (Laplace's linearised network, DVI's moments).
+    ``obs_draws`` gives the observed site under the draws at flat positions ``index``, or
+    None to replay the draws through the model; ``moments`` the closed-form summaries
+    where they exist (``mean``, ``epistemic_var``, ``aleatoric_var``, or ``probs``), else
+    None."""
 
     def obs_draws(
         self, posterior: Posterior, x: torch.Tensor, y: torch.Tensor | None, *,
         index: torch.Tensor, row_batch: int, log_joint: bool,
-    ) -> ObsDraws: ...  # fmt: skip
+    ) -> ObsDraws | None: ...  # fmt: skip
 
     def moments(
         self, posterior: Posterior, x: torch.Tensor, *, row_batch: int
@@ -52,7 +53,10 @@ class Prediction:
     and standard deviation (for classifiers, of the label). For Gaussian-type likelihoods
     ``epistemic_var`` is the variance of the network's mean over draws and
     ``aleatoric_var`` the mean noise variance; they add up to ``std**2``. Classifiers get
-    ``probs`` (rows, classes), the posterior-averaged class probabilities.
+    ``probs`` (rows, classes), the posterior-averaged class probabilities. ``gaussian``:
+    the predictive is the Gaussian N(mean, std²) in closed form (a method's own
+    predictive, such as Laplace's linearised network), and its quantiles are exact; else
+    they come from the draws.
     """
 
     samples: torch.Tensor
@@ -62,9 +66,16 @@ class Prediction:
     aleatoric_var: torch.Tensor | None = None
     probs: torch.Tensor | None = None
     draws: ObsDraws | None = field(default=None, repr=False)
+    gaussian: bool = False
 
     def quantiles(self, q: float | list[float]) -> torch.Tensor:
-        """Quantiles of the predictive draws, shape (len(q), rows) or (rows,)."""
+        """Quantiles of the predictive, shape (len(q), rows) or (rows,): of N(mean, std²)
+        for a closed-form Gaussian predictive, else of the draws."""
+        if self.gaussian:
+            levels = torch.as_tensor(q, dtype=torch.float64)
+            normal = torch.distributions.Normal(self.mean.double(), self.std.double())
+            values = normal.icdf(levels.reshape(*levels.shape, *([1] * self.mean.dim())))
+            return values.to(self.mean.dtype)
         return torch.quantile(
             self.samples.to(torch.float64), torch.as_tensor(q, dtype=torch.float64), dim=0
         ).to(self.mean.dtype)
@@ -198,10 +209,12 @@ class Posterior:
         y = None if y is None else as_targets(y, rows=len(x), name="y")
         index = self._draw_index(num_samples)
         if self.predictive is not None:
-            return self.predictive.obs_draws(
+            drawn = self.predictive.obs_draws(
                 self, x, y, index=index, row_batch=kwargs.get("row_batch", 1000),
                 log_joint=kwargs.get("log_joint", False),
             )  # fmt: skip
+            if drawn is not None:
+                return drawn
         draws = self._draws_at(index)
         if not self._params_differ():
             with self.pyro_context():
@@ -277,4 +290,20 @@ def _closed_form_prediction(obs: ObsDraws, closed: dict[str, torch.Tensor]) -> P
         epistemic_var=epistemic,
         aleatoric_var=aleatoric,
         draws=obs,
+        gaussian=True,
     )
+
+
+def mix_moments(per_chain: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The equal-weight mixture of each chain's closed-form predictive summaries: mean and
+    variance by the law of total variance (the spread of the chains' means is epistemic),
+    or the average class probabilities."""
+    if "probs" in per_chain[0]:
+        return {"probs": torch.stack([c["probs"] for c in per_chain]).mean(0)}
+    means = torch.stack([c["mean"] for c in per_chain])
+    epistemic = torch.stack([c["epistemic_var"] for c in per_chain]).mean(0)
+    return {
+        "mean": means.mean(0),
+        "epistemic_var": epistemic + means.var(0, unbiased=False),
+        "aleatoric_var": torch.stack([c["aleatoric_var"] for c in per_chain]).mean(0),
+    }

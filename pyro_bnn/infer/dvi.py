@@ -13,8 +13,9 @@ a Pyro ``ELBO`` that evaluates −ELBO = KL(q ‖ p) − E_q[log p(y | w)] in cl
   a Gamma prior on a positive site under its log-normal guide.
 
 Pyro's SVI runs it like any ELBO; minibatch scaling, KL weighting and empirical-Bayes
-prior parameters come from the model's own trace. The closed-form predictive is
-:func:`predictive_moments`; the Posterior's draws come from the same guide.
+prior parameters come from the model's own trace. The closed-form predictive
+(:class:`MomentPredictive`) is what ``posterior.predict`` reports (and
+:func:`predictive_moments`); the Posterior's draws come from the same guide.
 
 Example:
     >>> import torch
@@ -46,15 +47,19 @@ from pyro_bnn.layers import Linear
 from pyro_bnn.likelihoods import OBS_SITE, Gaussian, HeteroscedasticGaussian, Likelihood
 from pyro_bnn.meanfield import all_loc_scale
 from pyro_bnn.moments import linear_moments, relu_covariance, relu_moments
+from pyro_bnn.posterior import mix_moments
 from pyro_bnn.priors import base_distribution
 
 __all__ = [
     "COVARIANCES",
     "DVIOptions",
     "DeterministicELBO",
+    "MomentPredictive",
     "Network",
     "deterministic_elbo",
+    "dvi_predictive",
     "find_network",
+    "guide_state",
     "predictive_moments",
 ]
 
@@ -299,28 +304,54 @@ def output_moments(guide, network: Network, x: torch.Tensor, *, covariance: str)
         return (*propagate(network, x, q, covariance=covariance), q)
 
 
+def guide_state(guide) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The fitted guide's (μ, σ) of every site, detached: a chain's picklable state, which
+    the closed-form predictive reads (also for chains run in worker processes)."""
+    with guide._pyro_context, torch.no_grad():
+        return {k: (m.detach().clone(), s.detach().clone()) for k, (m, s) in
+                all_loc_scale(guide).items()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MomentPredictive:
+    """``dvi``'s own predictive: the closed-form mean and variance of y by moment
+    propagation under each chain's guide, mixed evenly over chains; the draws (for ArviZ,
+    quantiles) replay the guide's draws through the model."""
+
+    covariance: str = "diagonal"
+
+    def obs_draws(self, posterior, x, y, *, index, row_batch: int, log_joint: bool) -> None:
+        return None  # replay the draws
+
+    def moments(self, posterior, x, *, row_batch: int) -> dict[str, torch.Tensor]:
+        network = find_network(posterior.model)
+        per_chain = []
+        for chain, q in enumerate(posterior.states):
+            parts = []
+            for start in range(0, len(x), row_batch):
+                with posterior.pyro_context(chain), torch.no_grad():
+                    mean, cov = propagate(network, x[start : start + row_batch], q,
+                                          covariance=self.covariance)  # fmt: skip
+                loc, noise = _predictive_loc_noise(network.likelihood, mean, cov, q)
+                parts.append({"mean": loc, "epistemic_var": cov[..., 0, 0],
+                              "aleatoric_var": noise})  # fmt: skip
+            per_chain.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+        return mix_moments(per_chain)
+
+
+def dvi_predictive(options: DVIOptions) -> MomentPredictive:
+    return MomentPredictive(options.covariance)
+
+
 def predictive_moments(posterior, x) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form predictive mean and variance of y at ``x`` (rows,) for a ``dvi``
-    posterior fitted in this process, mixed evenly over its chains."""
+    """Closed-form predictive mean and variance of y at ``x`` (rows,) of a ``dvi``
+    posterior, mixed evenly over its chains (what ``posterior.predict`` reports)."""
     if posterior.method != "dvi":
         raise ValueError(f"closed-form moments are dvi's; this posterior is {posterior.method!r}")
-    if not posterior.runners:
-        raise ValueError(
-            "the closed-form predictive needs the chains' guides, which stay in the worker "
-            "processes: fit with chain_processes=1, or use posterior.predict (draws)"
-        )
     x = torch.as_tensor(x, dtype=posterior.x_train.dtype)
-    network = find_network(posterior.model)
     covariance = posterior.options.get("covariance", "diagonal")
-    means, second = [], []
-    for chain, guide in enumerate(posterior.runners):
-        with posterior.pyro_context(chain):
-            mean, cov, q = output_moments(guide, network, x, covariance=covariance)
-        loc, noise = _predictive_loc_noise(network.likelihood, mean, cov, q)
-        means.append(loc)
-        second.append(noise + cov[..., 0, 0] + loc.square())
-    mean = torch.stack(means).mean(0)
-    return mean, torch.stack(second).mean(0) - mean.square()
+    found = MomentPredictive(covariance).moments(posterior, x, row_batch=max(len(x), 1))
+    return found["mean"], found["epistemic_var"] + found["aleatoric_var"]
 
 
 def _predictive_loc_noise(likelihood, mean, cov, q) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,6 +60,7 @@ from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.svi import SVIOptions, _fit_guide, map_guide
 from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import Gaussian, HeteroscedasticGaussian, ScaleDataPlate
+from pyro_bnn.posterior import mix_moments
 from pyro_bnn.replay import ObsDraws, obs_draws_of
 
 __all__ = ["GaussianPriors", "LaplaceOptions", "LaplaceState", "LinearisedPredictive",
@@ -547,7 +548,7 @@ class LinearisedPredictive:
             if parts[0] is None:
                 return None
             per_chain.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
-        return _mix(per_chain)
+        return mix_moments(per_chain)
 
 
 def _moments(state, jac, ev, link_approx: str) -> dict[str, torch.Tensor] | None:
@@ -572,18 +573,6 @@ def _moments(state, jac, ev, link_approx: str) -> dict[str, torch.Tensor] | None
         p = torch.sigmoid(logits[:, 0])
         return {"probs": torch.stack([1 - p, p], -1)}
     return {"probs": torch.softmax(logits, -1)}
-
-
-def _mix(per_chain: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Equal-weight mixture of the chains' predictives."""
-    if "probs" in per_chain[0]:
-        return {"probs": torch.stack([c["probs"] for c in per_chain]).mean(0)}
-    means = torch.stack([c["mean"] for c in per_chain])
-    mean = means.mean(0)
-    epistemic = torch.stack([c["epistemic_var"] for c in per_chain]).mean(0) + means.var(
-        0, unbiased=False)  # fmt: skip
-    aleatoric = torch.stack([c["aleatoric_var"] for c in per_chain]).mean(0)
-    return {"mean": mean, "epistemic_var": epistemic, "aleatoric_var": aleatoric}
 
 
 def laplace_predictive(options: LaplaceOptions) -> LinearisedPredictive | None:

@@ -107,11 +107,15 @@ _TABLE: tuple[Method, ...] = (
         "dvi",
         dvi.DVIOptions,
         partial(
-            svi.run_svi_chain, build_guide=svi.meanfield_guide, build_loss=dvi.deterministic_elbo
+            svi.run_svi_chain,
+            build_guide=svi.meanfield_guide,
+            build_loss=dvi.deterministic_elbo,
+            build_state=dvi.guide_state,
         ),
         False,
         "deterministic VI: meanfield's guide, ELBO by moment propagation (Wu et al. 2019)",
         precheck=dvi.precheck,
+        predictive=dvi.dvi_predictive,
     ),
     Method(
         "laplace",

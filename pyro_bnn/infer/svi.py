@@ -523,10 +523,13 @@ def run_svi_chain(
     progress_bar: bool,
     build_guide: Callable,
     build_loss: Callable | None = None,
+    build_state: Callable | None = None,
 ) -> Chain:
     """One SVI fit of ``build_guide(model, options)``: its guide draws as one chain, its
     loss history checked for convergence (:func:`~pyro_bnn.diagnostics.loss_diagnostics`).
-    ``build_loss(model, options)``, if given, is the ELBO (default: :func:`_loss`)."""
+    ``build_loss(model, options)``, if given, is the ELBO (default: :func:`_loss`);
+    ``build_state(guide)``, if given, the chain's picklable state for the method's own
+    predictive."""
     if getattr(options, "init", "sample") == "map":
         options = replace(options, init_loc_fn=_map_values(
             model, x, y, name=name, options=options, shared=shared, progress_bar=progress_bar
@@ -562,4 +565,5 @@ def run_svi_chain(
         warnings=found,
         timings={"steps_s": steps_s, "steps": len(losses)},
         runner=guide,
+        state=None if build_state is None else build_state(guide),
     )
