@@ -10,6 +10,9 @@ sites whose prior is the improper log-uniform. Under that prior KL(q ‖ p) depe
 alone (up to a constant), so it is finite and a weight with large α (SNR |θ|/σ = 1/√α)
 can be pruned. Every other site keeps ``AutoNormal``'s own (μ, softplus ρ) Gaussian.
 
+:class:`AutoDropout` is MC dropout (Gal & Ghahramani 2016) as a guide: masked point
+weights, whose Pyro ELBO is the dropout objective.
+
 Example:
     >>> import torch
     >>> from pyro_bnn.priors import LogUniformPrior
@@ -26,11 +29,13 @@ Example:
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 from operator import attrgetter
 
 import pyro
 import pyro.distributions as dist
-from pyro.infer.autoguide import AutoNormal
+import torch
+from pyro.infer.autoguide import AutoDelta, AutoNormal
 from pyro.infer.autoguide.guides import prototype_hide_fn
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule
@@ -39,7 +44,72 @@ from pyro.nn.module import to_pyro_module_
 from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.priors import ImproperLogUniform, base_distribution
 
-__all__ = ["AutoImplicitPriorNormal", "AutoMultiplicativeNormal"]
+__all__ = ["AutoDropout", "AutoImplicitPriorNormal", "AutoMultiplicativeNormal", "dropout_sites"]
+
+
+def dropout_sites(trace) -> list[str]:
+    """The weight sites of Bayesian layers (``<layer>.weight`` with at least two dims:
+    (out, in, …), Linear and Conv2d), whose input units MC dropout drops."""
+    return [
+        name for name, site in trace.iter_stochastic_nodes()
+        if name.rpartition(".")[2] == "weight" and site["value"].dim() >= 2
+    ]  # fmt: skip
+
+
+class AutoDropout(AutoDelta):
+    """MC dropout as a Pyro guide (Gal & Ghahramani 2016): each Bayesian layer's weight is
+    W = M · diag(z), z ~ Bernoulli(1 − ``dropout_rate``) per input unit, drawn afresh at
+    every call; every other latent is a point (``AutoDelta``). The sites are Dirac deltas,
+    so Pyro's ELBO of this guide is the dropout objective: the data term under the masks
+    plus log p(M · diag(z)), which for a Gaussian prior N(0, 1/l²) is Gal's weight decay
+    (1 − p) l² ‖M‖² / 2 in expectation.
+
+    Example:
+        >>> import torch
+        >>> from pyro_bnn.zoo import build
+        >>> model = build("mlp-regression", in_features=3, hidden=(4,), noise_scale=0.1)
+        >>> guide = AutoDropout(model, dropout_rate=0.5)
+        >>> w = guide(torch.randn(5, 3), torch.randn(5))["net.0.weight"]
+        >>> bool(((w == 0).all(0) | (w != 0).all(0)).all())  # whole input columns dropped
+        True
+    """
+
+    def __init__(self, model, *, dropout_rate: float, **kwargs) -> None:
+        if not 0 <= dropout_rate < 1:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        self.dropout_rate = dropout_rate
+        super().__init__(model, **kwargs)
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        self.masked = set(dropout_sites(self.prototype_trace))
+        if not self.masked:
+            raise ValueError(
+                "mcdropout drops the input units of Bayesian Linear or Conv2d layers (latent "
+                "sites '<layer>.weight' of shape (out, in, ...)); this model has none"
+            )
+
+    def _mask(self, value: torch.Tensor) -> torch.Tensor:
+        keep = torch.full(value.shape[1:2], 1 - self.dropout_rate, dtype=value.dtype)
+        mask = torch.bernoulli(keep)
+        return mask.reshape(1, -1, *([1] * (value.dim() - 2)))
+
+    def forward(self, *args, **kwargs) -> dict:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
+                value = attrgetter(name)(self)
+                if name in self.masked:
+                    value = value * self._mask(value)
+                event_dim = site["fn"].event_dim
+                result[name] = pyro.sample(name, dist.Delta(value, event_dim=event_dim))
+        return result
 
 
 class AutoMultiplicativeNormal(AutoNormal):

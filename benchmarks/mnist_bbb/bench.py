@@ -280,9 +280,7 @@ def _ensemble_candidates(
                       weights, post)]  # fmt: skip
 
 
-def _laplace_candidates(
-    method: str, x, y, x_val, y_val, config: MnistBBBConfig
-) -> list[Candidate]:
+def _laplace_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig) -> list[Candidate]:
     """Post-hoc last-layer KFAC Laplace (Daxberger et al. 2021's recommended setting) on a
     MAP fit of ``bbb-mlp`` trained as one ensemble member; the prior precision of the last
     layer's weight and bias tuned by the Laplace evidence; GLM predictive with probit."""

@@ -35,6 +35,8 @@ def supports(guide, potential: Potential) -> bool:
     if isinstance(guide, AutoNormal):
         return True
     if isinstance(guide, AutoDelta):
+        if type(guide).forward is not AutoDelta.forward:  # its own draws (MC dropout's masks)
+            return False
         sites = tuple(name for name, _ in guide.prototype_trace.iter_stochastic_nodes())
         return sites == potential.layout.names
     if isinstance(guide, AutoContinuous):

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import init_to_value
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
@@ -57,9 +56,9 @@ from pyro_bnn import precision
 from pyro_bnn.curvature import PointModel
 from pyro_bnn.diagnostics import loss_diagnostics
 from pyro_bnn.infer.chains import Chain
-from pyro_bnn.infer.svi import SVIOptions, _fit_guide, map_guide
+from pyro_bnn.infer.svi import SVIOptions, fit_map
 from pyro_bnn.init import trace_at_support_zero
-from pyro_bnn.likelihoods import Gaussian, HeteroscedasticGaussian, ScaleDataPlate
+from pyro_bnn.likelihoods import Gaussian, HeteroscedasticGaussian
 from pyro_bnn.posterior import mix_moments
 from pyro_bnn.replay import ObsDraws, obs_draws_of
 
@@ -287,6 +286,7 @@ def _kron(point: PointModel, x, y, *, empirical: bool) -> precision.Kron:
 
 def _lowrank(point, x, y, options: LaplaceOptions, d0, *, empirical: bool) -> precision.LowRank:
     import scipy.sparse.linalg  # imported when needed: `import pyro_bnn` stays light
+
     matvec = point.ggn_matvec(x, y, empirical=empirical)
     root = d0.rsqrt()
     size = point.size
@@ -380,17 +380,11 @@ def _tune(evidence: _Evidence, initial_delta: list[float], initial_sd: float | N
 
 
 def _map(model, x, y, *, name, options, shared, progress_bar, precisions, start=None):
-    """The MAP of ``model`` (its Laplace sites' priors replaced where ``precisions`` says),
+    """The MAP of ``model`` (its Laplace sites' priors replaced where ``precisions`` says):
     every latent site's value, and the loss history."""
     handled = GaussianPriors(precisions)(model) if precisions else model
-    map_options = options if start is None else replace(options, init_loc_fn=init_to_value(
-        values=start))  # fmt: skip
-    guide = map_guide(ScaleDataPlate(len(x))(handled), map_options)
-    losses = _fit_guide(x, y, name=name, guide=guide, options=map_options, shared=shared,
-                        progress_bar=progress_bar)  # fmt: skip
-    with torch.no_grad():
-        values = {k: v.detach().clone() for k, v in guide.median().items()}
-    return values, losses
+    return fit_map(handled, x, y, name=name, options=options, shared=shared,
+                   progress_bar=progress_bar, start=start)  # fmt: skip
 
 
 def run_laplace_chain(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from pyro_bnn.infer import dvi, laplace, mcmc, sgmcmc, svi
+from pyro_bnn.infer import dropout, dvi, laplace, mcmc, sgmcmc, svi, swag
 from pyro_bnn.infer.options import Options
 
 __all__ = ["REGISTRY", "Method", "method"]
@@ -126,6 +126,36 @@ _TABLE: tuple[Method, ...] = (
         "lowrank), GLM predictive, evidence-tuned prior",
         precheck=laplace.precheck,
         predictive=laplace.laplace_predictive,
+    ),
+    Method(
+        "swa",
+        swag.SWAOptions,
+        swag.run_swag_chain,
+        False,
+        "stochastic weight averaging: SGD from the MAP, the mean of its epochs' iterates",
+    ),
+    Method(
+        "swag",
+        swag.SWAGOptions,
+        swag.run_swag_chain,
+        False,
+        "SWAG: a Gaussian from the SGD iterates' mean, diagonal and last-K deviations",
+    ),
+    Method(
+        "multiswag",
+        swag.MultiSWAGOptions,
+        swag.run_swag_chain,
+        False,
+        "MultiSWAG: num_members SWAG runs from independent MAP fits, as chains",
+    ),
+    Method(
+        "mcdropout",
+        dropout.MCDropoutOptions,
+        dropout.run_dropout_chain,
+        False,
+        "MC dropout: W = M·diag(z), z ~ Bernoulli(1 − p) per input unit (Gal & Ghahramani "
+        "2016), as a Pyro guide",
+        precheck=dropout.precheck,
     ),
     _mcmc("nuts", mcmc.NUTSOptions, mcmc.nuts_kernel, "Pyro's NUTS"),
     _mcmc("hmc", mcmc.HMCOptions, mcmc.hmc_kernel, "Pyro's HMC"),

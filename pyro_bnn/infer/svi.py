@@ -63,6 +63,7 @@ __all__ = [
     "SVIOptions",
     "VariationalOptions",
     "epoch_losses",
+    "fit_map",
     "fullrank_guide",
     "implicit_prior_guide",
     "lowrank_guide",
@@ -495,19 +496,32 @@ def epoch_losses(losses: list[float], num_batches: int) -> list[float]:
                                                               num_batches)]  # fmt: skip
 
 
-def _map_values(model, x, y, *, name: str, options: SVIOptions, shared, progress_bar: bool):
-    """``init_to_value`` at a MAP fit of ``model`` with ``options``' schedule, fitted in a
-    parameter store of its own (none of its parameters stay)."""
+def fit_map(
+    model, x, y, *, name: str, options: SVIOptions, shared, progress_bar: bool,
+    start: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], list[float]]:  # fmt: skip
+    """A MAP fit of ``model`` with ``options``' schedule (from ``start``, if given) in a
+    parameter store of its own: every latent site's value, and the loss history."""
     schedule = {f.name: getattr(options, f.name) for f in fields(SVIOptions)}
+    if start is not None:
+        schedule["init_loc_fn"] = init_to_value(values=start)
     map_options = SVIOptions(**schedule)
     with pyro.get_param_store().scope():
         guide = map_guide(ScaleDataPlate(len(x))(model), map_options)
-        _fit_guide(
-            x, y, name=f"{name} (MAP start)", guide=guide, options=map_options,
-            shared=shared, progress_bar=progress_bar,
+        losses = _fit_guide(
+            x, y, name=name, guide=guide, options=map_options, shared=shared,
+            progress_bar=progress_bar,
         )  # fmt: skip
         with torch.no_grad():
             values = {k: v.detach().clone() for k, v in guide.median().items()}
+    return values, losses
+
+
+def _map_values(model, x, y, *, name: str, options: SVIOptions, shared, progress_bar: bool):
+    """``init_to_value`` at a MAP fit of ``model`` with ``options``' schedule (none of its
+    parameters stay)."""
+    values, _ = fit_map(model, x, y, name=f"{name} (MAP start)", options=options,
+                        shared=shared, progress_bar=progress_bar)  # fmt: skip
     return init_to_value(values=values)
 
 
