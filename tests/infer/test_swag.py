@@ -106,7 +106,8 @@ def test_draws_are_the_swag_gaussian():
     """Draws of N(θ̄, scale·½(Σ_diag + DDᵀ/(K − 1))): their covariance within 5 se of it."""
     c = make_conjugate()
     post = fit(c.model(), c.x, c.y, method="swag", num_steps=300, swa_epochs=30,
-               swa_batch_size=8, num_draws=20_000, scale=0.5, progress_bar=False, seed=0)  # fmt: skip
+               swa_batch_size=8, num_draws=20_000, scale=0.5, progress_bar=False,
+               seed=0)  # fmt: skip
     state = post.states[0]
     cov = 0.5 * 0.5 * (torch.diag(state.diagonal_variance) + state.low_rank_covariance)
     w, b = post.draws["linear.weight"][0], post.draws["linear.bias"][0]
