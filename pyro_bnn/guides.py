@@ -94,21 +94,27 @@ class AutoDropout(AutoDelta):
         mask = torch.bernoulli(keep)
         return mask.reshape(1, -1, *([1] * (value.dim() - 2)))
 
+    def point_values(self) -> dict[str, torch.Tensor]:
+        """One draw of every site: the masked weights and the other points."""
+        values = {}
+        for name, _ in self.prototype_trace.iter_stochastic_nodes():
+            value = attrgetter(name)(self)
+            values[name] = value * self._mask(value) if name in self.masked else value
+        return values
+
     def forward(self, *args, **kwargs) -> dict:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
+        values = self.point_values()
         result = {}
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
                         stack.enter_context(plates[frame.name])
-                value = attrgetter(name)(self)
-                if name in self.masked:
-                    value = value * self._mask(value)
                 event_dim = site["fn"].event_dim
-                result[name] = pyro.sample(name, dist.Delta(value, event_dim=event_dim))
+                result[name] = pyro.sample(name, dist.Delta(values[name], event_dim=event_dim))
         return result
 
 

@@ -35,7 +35,9 @@ def supports(guide, potential: Potential) -> bool:
     if isinstance(guide, AutoNormal):
         return True
     if isinstance(guide, AutoDelta):
-        if type(guide).forward is not AutoDelta.forward:  # its own draws (MC dropout's masks)
+        # a subclass that draws its own values (MC dropout's masks) gives them by
+        # point_values(); any other override of forward is not known here
+        if type(guide).forward is not AutoDelta.forward and not hasattr(guide, "point_values"):
             return False
         sites = tuple(name for name, _ in guide.prototype_trace.iter_stochastic_nodes())
         return sites == potential.layout.names
@@ -78,7 +80,11 @@ class PotentialELBO:
 
     def _delta_point(self, guide: AutoDelta) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self.potential.layout
-        theta = layout.flatten({name: operator.attrgetter(name)(guide) for name in layout.names})
+        if hasattr(guide, "point_values"):  # one draw of a guide of random points
+            values = guide.point_values()
+        else:
+            values = {name: operator.attrgetter(name)(guide) for name in layout.names}
+        theta = layout.flatten(values)
         log_det = sum(
             t.log_abs_det_jacobian(block, t(block)).sum()
             for t, block in zip(layout.transforms, layout.split(theta).values(), strict=True)
