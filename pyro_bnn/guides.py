@@ -59,10 +59,11 @@ def dropout_sites(trace) -> list[str]:
 class AutoDropout(AutoDelta):
     """MC dropout as a Pyro guide (Gal & Ghahramani 2016): each Bayesian layer's weight is
     W = M · diag(z), z ~ Bernoulli(1 − ``dropout_rate``) per input unit, drawn afresh at
-    every call; every other latent is a point (``AutoDelta``). The sites are Dirac deltas,
-    so Pyro's ELBO of this guide is the dropout objective: the data term under the masks
-    plus log p(M · diag(z)), which for a Gaussian prior N(0, 1/l²) is Gal's weight decay
-    (1 − p) l² ‖M‖² / 2 in expectation.
+    every call (the first layer's, on the data, at ``input_dropout_rate`` if given; layers
+    in the order the model samples them); every other latent is a point (``AutoDelta``).
+    The sites are Dirac deltas, so Pyro's ELBO of this guide is the dropout objective: the
+    data term under the masks plus log p(M · diag(z)), which for a Gaussian prior
+    N(0, 1/l²) is Gal's weight decay (1 − p) l² ‖M‖² / 2 in expectation.
 
     Example:
         >>> import torch
@@ -74,23 +75,34 @@ class AutoDropout(AutoDelta):
         True
     """
 
-    def __init__(self, model, *, dropout_rate: float, **kwargs) -> None:
-        if not 0 <= dropout_rate < 1:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    def __init__(
+        self, model, *, dropout_rate: float, input_dropout_rate: float | None = None, **kwargs
+    ) -> None:
+        for name, rate in (
+            ("dropout_rate", dropout_rate),
+            ("input_dropout_rate", input_dropout_rate),
+        ):
+            if rate is not None and not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
         self.dropout_rate = dropout_rate
+        self.input_dropout_rate = dropout_rate if input_dropout_rate is None else input_dropout_rate
         super().__init__(model, **kwargs)
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self.masked = set(dropout_sites(self.prototype_trace))
+        masked = dropout_sites(self.prototype_trace)
+        # the first layer's inputs are the data: they may have their own rate
+        self.rates = {name: self.input_dropout_rate if i == 0 else self.dropout_rate
+                      for i, name in enumerate(masked)}  # fmt: skip
+        self.masked = set(masked)
         if not self.masked:
             raise ValueError(
                 "mcdropout drops the input units of Bayesian Linear or Conv2d layers (latent "
                 "sites '<layer>.weight' of shape (out, in, ...)); this model has none"
             )
 
-    def _mask(self, value: torch.Tensor) -> torch.Tensor:
-        keep = torch.full(value.shape[1:2], 1 - self.dropout_rate, dtype=value.dtype)
+    def _mask(self, value: torch.Tensor, rate: float) -> torch.Tensor:
+        keep = torch.full(value.shape[1:2], 1 - rate, dtype=value.dtype)
         mask = torch.bernoulli(keep)
         return mask.reshape(1, -1, *([1] * (value.dim() - 2)))
 
@@ -99,7 +111,9 @@ class AutoDropout(AutoDelta):
         values = {}
         for name, _ in self.prototype_trace.iter_stochastic_nodes():
             value = attrgetter(name)(self)
-            values[name] = value * self._mask(value) if name in self.masked else value
+            if name in self.masked:
+                value = value * self._mask(value, self.rates[name])
+            values[name] = value
         return values
 
     def forward(self, *args, **kwargs) -> dict:

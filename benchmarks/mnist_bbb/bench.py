@@ -10,7 +10,9 @@ Methods, all with two hidden ReLU layers of ``width`` units and minibatches of
 ``batch_size``:
 
 - ``sgd``: a plain torch network, SGD with momentum, no regularisation;
-- ``dropout``: the same with dropout (0.2 on the inputs, 0.5 on hidden units);
+- ``mcdropout``: MC dropout (0.2 on the inputs, 0.5 on hidden units) as
+  ``fit(method="mcdropout")`` on ``bbb-mlp`` under an ensemble member's prior, Adam at
+  ``bbb_lr``, ``predict_draws`` stochastic passes;
 - ``bbb_gaussian``: the zoo's ``bbb-mlp`` with a N(0, σ²) prior, ``meanfield`` SVI with
   Blundell's minibatch KL weighting;
 - ``bbb_mixture``: the same with the scale-mixture prior; its (π, σ1, σ2) candidates are
@@ -22,7 +24,9 @@ Methods, all with two hidden ReLU layers of ``width`` units and minibatches of
   selection), Adam at ``bbb_lr``, without adversarial training (it doubles the cost);
 - ``laplace``: one such MAP fit, then last-layer KFAC Laplace with the evidence-tuned
   prior precision and the GLM predictive; its MAP network is scored too, and the time
-  and size of its curvature are recorded.
+  and size of its curvature are recorded;
+- ``swag``, ``multiswag``: SWAG at such a MAP fit (``swa_epochs`` collected epochs of SGD
+  at ``swa_lr``), one run or ``multiswag_members``.
 
 Every method is scored on the test images by error, NLL and ECE (15 bins). A run of some
 methods (``--methods``) keeps the other methods' entries of ``results.json`` when their
@@ -110,6 +114,9 @@ class MnistBBBConfig(harness.Settings):
     variance_repeats: int = 20
     ensemble_members: int = 5
     ensemble_neg_log_sigma: float = 1.0
+    swa_lr: float = 0.01
+    swa_epochs: int = 20
+    multiswag_members: int = 3
     max_images: int | None = None  # tests: fewer images, same code path
     data_dir: str | None = None
 
@@ -127,6 +134,8 @@ class MnistBBBConfig(harness.Settings):
             predict_draws=3,
             variance_repeats=3,
             ensemble_members=2,
+            swa_epochs=2,
+            multiswag_members=2,
         )
 
 
@@ -155,18 +164,16 @@ def _carve(data: Split, config: MnistBBBConfig) -> tuple[torch.Tensor, ...]:
     return data.x_train[rest], data.y_train[rest], data.x_train[val], data.y_train[val]
 
 
-def _torch_net(width: int, dropout: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Dropout(0.2)] if dropout else []
+def _torch_net(width: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
     for n_in, n_out in ((784, width), (width, width)):
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-        if dropout:
-            layers.append(nn.Dropout(0.5))
     layers.append(nn.Linear(width, 10))
     return nn.Sequential(*layers)
 
 
-def _train_sgd(x, y, *, config: MnistBBBConfig, lr: float, dropout: bool) -> nn.Sequential:
-    net = _torch_net(config.width, dropout)
+def _train_sgd(x, y, *, config: MnistBBBConfig, lr: float) -> nn.Sequential:
+    net = _torch_net(config.width)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
     return train_classifier(
         net, x, y, optimizer, epochs=config.epochs, batch_size=config.batch_size,
@@ -179,7 +186,7 @@ def _sgd_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig) -> 
     for lr in config.sgd_lrs:
         torch.manual_seed(config.seed)
         start = time.perf_counter()
-        net = _train_sgd(x, y, config=config, lr=lr, dropout=method == "dropout")
+        net = _train_sgd(x, y, config=config, lr=lr)
         seconds = time.perf_counter() - start
 
         def predict(inputs, net=net):
@@ -253,60 +260,22 @@ def _bbb_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig) -> 
 def _ensemble_candidates(
     method: str, x, y, x_val, y_val, config: MnistBBBConfig
 ) -> list[Candidate]:
-    sigma = math.exp(-config.ensemble_neg_log_sigma)
-    post = fit(
-        zoo.build("bbb-mlp", width=config.width, prior=GaussianPrior(scale=sigma)),
-        x,
-        y,
-        method="ensemble",
-        num_members=config.ensemble_members,
-        batch_size=config.batch_size,
-        num_epochs=config.epochs,
-        lr=config.bbb_lr,
-        init_loc_fn=init_to_fan_in,
-        chain_processes=1,
-        seed=config.seed,
-        progress_bar=False,
-    )
-
-    def predict(inputs, post=post):
-        return post.predict(inputs, num_samples=None).probs
-
-    weights = np.concatenate(
-        [v.mean((0, 1)).reshape(-1).numpy() for k, v in post.draws.items() if k.endswith("weight")]
-    )
-    setting = {"neg_log_sigma": config.ensemble_neg_log_sigma}
-    return [Candidate(method, setting, _error(predict(x_val), y_val), post.wall_time, predict,
-                      weights, post)]  # fmt: skip
+    return [_bbb_mlp_fit(
+        "ensemble", x, y, x_val, y_val, config, num_members=config.ensemble_members,
+        num_epochs=config.epochs, lr=config.bbb_lr, chain_processes=1,
+    )]  # fmt: skip
 
 
 def _laplace_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig) -> list[Candidate]:
     """Post-hoc last-layer KFAC Laplace (Daxberger et al. 2021's recommended setting) on a
     MAP fit of ``bbb-mlp`` trained as one ensemble member; the prior precision of the last
     layer's weight and bias tuned by the Laplace evidence; GLM predictive with probit."""
-    sigma = math.exp(-config.ensemble_neg_log_sigma)
-    post = fit(
-        zoo.build("bbb-mlp", width=config.width, prior=GaussianPrior(scale=sigma)),
-        x,
-        y,
-        method="laplace",
-        subset="last_layer",
-        hessian_structure="kron",
-        prior_precision="marglik",
-        prior_structure="layerwise",
-        predictive="glm",
-        batch_size=config.batch_size,
-        num_epochs=config.epochs,
-        lr=config.bbb_lr,
-        init_loc_fn=init_to_fan_in,
-        num_draws=config.predict_draws,
-        seed=config.seed,
-        progress_bar=False,
-    )
-
-    def predict(inputs, post=post):
-        return post.predict(inputs, num_samples=None).probs
-
+    candidate = _bbb_mlp_fit(
+        "laplace", x, y, x_val, y_val, config, subset="last_layer", hessian_structure="kron",
+        prior_precision="marglik", prior_structure="layerwise", predictive="glm",
+        num_epochs=config.epochs, lr=config.bbb_lr, num_draws=config.predict_draws,
+    )  # fmt: skip
+    post = candidate.posterior
     state = post.states[0]
 
     def extras(x_test, y_test, post=post, state=state):
@@ -324,32 +293,79 @@ def _laplace_candidates(method: str, x, y, x_val, y_val, config: MnistBBBConfig)
             "prior_precision": state.prior_precision,
         }
 
+    candidate.extras = extras
+    return [candidate]
+
+
+def _bbb_mlp_fit(method: str, x, y, x_val, y_val, config: MnistBBBConfig, **options):
+    """One candidate: ``bbb-mlp`` under N(0, σ²) (σ = e^(−``ensemble_neg_log_sigma``), the
+    ensemble members' prior) fitted by ``method`` with minibatches of ``batch_size``."""
+    sigma = math.exp(-config.ensemble_neg_log_sigma)
+    post = fit(
+        zoo.build("bbb-mlp", width=config.width, prior=GaussianPrior(scale=sigma)), x, y,
+        method=method, batch_size=config.batch_size, init_loc_fn=init_to_fan_in,
+        seed=config.seed, progress_bar=False, **options,
+    )  # fmt: skip
+
+    def predict(inputs, post=post):
+        return post.predict(inputs, num_samples=None).probs
+
     weights = np.concatenate(
         [v.mean((0, 1)).reshape(-1).numpy() for k, v in post.draws.items() if k.endswith("weight")]
     )
     setting = {"neg_log_sigma": config.ensemble_neg_log_sigma}
-    return [Candidate(method, setting, _error(predict(x_val), y_val), post.wall_time, predict,
-                      weights, post, extras)]  # fmt: skip
+    return Candidate(method, setting, _error(predict(x_val), y_val), post.wall_time, predict,
+                     weights, post)  # fmt: skip
+
+
+def _mcdropout_candidates(method, x, y, x_val, y_val, config: MnistBBBConfig) -> list[Candidate]:
+    """MC dropout (0.2 on the inputs, 0.5 on the hidden units, Srivastava et al.'s rates)
+    as ``fit(method="mcdropout")``: Adam at ``bbb_lr`` for ``epochs``, T =
+    ``predict_draws`` stochastic passes."""
+    return [_bbb_mlp_fit(
+        "mcdropout", x, y, x_val, y_val, config, num_epochs=config.epochs, lr=config.bbb_lr,
+        final_lr=config.bbb_lr, dropout_rate=0.5, input_dropout_rate=0.2,
+        num_draws=config.predict_draws,
+    )]  # fmt: skip
+
+
+def _swag_candidates(method, x, y, x_val, y_val, config: MnistBBBConfig) -> list[Candidate]:
+    """SWAG / MultiSWAG at a MAP fit (an ensemble member's recipe): 10 burn-in epochs of
+    SGD (momentum 0.9) annealing to ``swa_lr`` on the per-image loss, ``swa_epochs``
+    collected; K = 20, scale 0.5, ``predict_draws`` draws per member."""
+    options = dict(
+        num_epochs=config.epochs, lr=config.bbb_lr, swa_lr=config.swa_lr,
+        swa_batch_size=config.batch_size, burn_in_epochs=10, swa_epochs=config.swa_epochs,
+        num_draws=config.predict_draws, backend="jit",
+    )  # fmt: skip
+    if method == "multiswag":
+        options.update(num_members=config.multiswag_members, chain_processes=1)
+    return [_bbb_mlp_fit(method, x, y, x_val, y_val, config, **options)]
 
 
 METHODS = {
     "sgd": _sgd_candidates,
-    "dropout": _sgd_candidates,
+    "mcdropout": _mcdropout_candidates,
     "bbb_gaussian": _bbb_candidates,
     "bbb_mixture": _bbb_candidates,
     "ensemble": _ensemble_candidates,
     "laplace": _laplace_candidates,
+    "swag": _swag_candidates,
+    "multiswag": _swag_candidates,
 }
 # the settings each method's results depend on (a kept entry needs them unchanged)
 _SHARED = ("width", "batch_size", "epochs", "validation", "num_train", "seed", "max_images")
 _OWN = {
     "sgd": ("sgd_lrs", "momentum"),
-    "dropout": ("sgd_lrs", "momentum"),
+    "mcdropout": ("bbb_lr", "ensemble_neg_log_sigma", "predict_draws"),
     "bbb_gaussian": ("bbb_lr", "bbb_init_scale", "predict_draws", "gaussian_log_sigmas"),
     "bbb_mixture": ("bbb_lr", "bbb_init_scale", "predict_draws", "mixture_grid",
                     "variance_repeats"),
     "ensemble": ("bbb_lr", "ensemble_members", "ensemble_neg_log_sigma"),
     "laplace": ("bbb_lr", "ensemble_neg_log_sigma", "predict_draws"),
+    "swag": ("bbb_lr", "ensemble_neg_log_sigma", "predict_draws", "swa_lr", "swa_epochs"),
+    "multiswag": ("bbb_lr", "ensemble_neg_log_sigma", "predict_draws", "swa_lr", "swa_epochs",
+                  "multiswag_members"),
 }  # fmt: skip
 
 
@@ -382,7 +398,7 @@ def _weights_figure(best: dict[str, Candidate], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(-0.3, 0.3, 121)
-    for method in ("sgd", "dropout", "bbb_mixture"):
+    for method in ("sgd", "mcdropout", "bbb_mixture"):
         if method in best:
             ax.hist(best[method].weights, bins=bins, density=True, histtype="step", label=method)
     ax.set(xlabel="weight (posterior mean for BBB)", ylabel="density",
@@ -451,7 +467,7 @@ def run_mnist_bbb(
             "repeats": config.variance_repeats,
             "batch": config.batch_size,
         }
-    if {"sgd", "dropout", "bbb_mixture"} <= set(best):  # else the figure of the last full run
+    if {"sgd", "mcdropout", "bbb_mixture"} <= set(best):  # else the figure of the last full run
         _weights_figure(best, out / "weights.png")
     report["methods"] = {m: report["methods"][m] for m in METHODS if m in report["methods"]}
     report.update(
@@ -467,7 +483,7 @@ def run_mnist_bbb(
     return report
 
 
-PAPER = {"sgd": 1.88, "dropout": 1.36, "bbb_gaussian": 2.04, "bbb_mixture": 1.32}
+PAPER = {"sgd": 1.88, "mcdropout": 1.36, "bbb_gaussian": 2.04, "bbb_mixture": 1.32}
 
 
 def _percent(entry: dict[str, Any], key: str) -> str:
@@ -550,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
         data="mnist/",
     )
     parser.add_argument(
-        "--methods", default="sgd,dropout,bbb_gaussian,bbb_mixture,ensemble,laplace"
+        "--methods",
+        default="sgd,mcdropout,bbb_gaussian,bbb_mixture,ensemble,laplace,swag,multiswag",
     )
     parser.add_argument("--epochs", type=int, default=None, help="epochs per candidate")
     return parser

@@ -42,21 +42,25 @@ NOISE_SITE = "precision"
 
 @dataclass(frozen=True, kw_only=True)
 class MCDropoutOptions(SVIOptions):
-    """Options of ``mcdropout``: ``map``'s schedule, the ``dropout_rate`` p in [0, 1), the
-    model precision ``tau`` (None: the model's own noise), and ``num_draws`` T."""
+    """Options of ``mcdropout``: ``map``'s schedule, the ``dropout_rate`` p in [0, 1) (and
+    ``input_dropout_rate`` for the first layer's inputs, default p), the model precision
+    ``tau`` (None: the model's own noise), and ``num_draws`` T."""
 
     dropout_rate: float = 0.05
+    input_dropout_rate: float | None = None
     tau: float | None = None
     num_draws: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.dropout_rate < 1:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        for name in ("dropout_rate", "input_dropout_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
 
     @classmethod
     def allow_zero(cls) -> frozenset[str]:
-        return super().allow_zero() | {"dropout_rate"}
+        return super().allow_zero() | {"dropout_rate", "input_dropout_rate"}
 
     @property
     def draws_per_chain(self) -> int:
@@ -64,7 +68,8 @@ class MCDropoutOptions(SVIOptions):
 
 
 def dropout_guide(model: Callable, o: MCDropoutOptions) -> AutoDropout:
-    return AutoDropout(model, dropout_rate=o.dropout_rate, init_loc_fn=o.init_loc_fn)
+    return AutoDropout(model, dropout_rate=o.dropout_rate, input_dropout_rate=o.input_dropout_rate,
+                       init_loc_fn=o.init_loc_fn)  # fmt: skip
 
 
 def precheck(model, x: torch.Tensor, y: torch.Tensor, options: MCDropoutOptions) -> None:

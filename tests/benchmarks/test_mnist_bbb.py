@@ -18,7 +18,8 @@ def test_mnist_bbb_bench_writes_tables_and_figure(tmp_path):
     config = MnistBBBConfig.tiny(data_dir=str(tmp_path), batch_size=32)
     report = run_mnist_bbb(config, out=tmp_path / "out", progress=False)
     assert set(report["methods"]) == {
-        "sgd", "dropout", "bbb_gaussian", "bbb_mixture", "ensemble", "laplace"
+        "sgd", "mcdropout", "bbb_gaussian", "bbb_mixture", "ensemble", "laplace", "swag",
+        "multiswag",
     }  # fmt: skip
     laplace = report["methods"]["laplace"]
     assert {"map_test_error", "curvature_s", "curvature_mb", "log_marginal_likelihood"} <= set(
