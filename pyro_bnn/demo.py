@@ -1,9 +1,9 @@
-"""``pyro-bnn demo``: six posteriors on 1-D regression with a gap in the inputs.
+"""``pyro-bnn demo``: nine posteriors on 1-D regression with a gap in the inputs.
 
 Example:
     >>> from pyro_bnn.demo import demo_settings
-    >>> sorted(demo_settings(quick=True))
-    ['dvi', 'lowrank', 'map', 'meanfield', 'nuts']
+    >>> sorted(demo_settings(quick=True))[:5]
+    ['dvi', 'ensemble', 'laplace', 'lowrank', 'map']
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def demo_settings(*, quick: bool) -> dict[str, dict]:
         "lowrank": dict(svi, rank=10),
         "dvi": dict(svi),
         "laplace": dict(svi),
+        "ensemble": dict(steps, num_members=3 if quick else 5),
+        "multiswag": dict(steps, num_members=2 if quick else 3),
+        "mcdropout": dict(svi),
         "nuts": dict(
             warmup_steps=60 if quick else 300,
             num_samples=60 if quick else 300,
@@ -84,7 +87,10 @@ def run_demo(
     in_gap = data.in_gap(data.x_test)
     rows = []
     settings = demo_settings(quick=quick)
-    fig, axes = plt.subplots(3, 2, figsize=(11, 9.5), sharex=True, sharey=True)
+    rows_of_plots = -(-len(settings) // 3)
+    fig, axes = plt.subplots(
+        rows_of_plots, 3, figsize=(15, 3.2 * rows_of_plots), sharex=True, sharey=True
+    )
     for ax in axes.flat[len(settings) :]:
         ax.set_visible(False)
     for ax, (method, options) in zip(axes.flat, settings.items(), strict=False):
