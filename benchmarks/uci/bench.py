@@ -290,8 +290,9 @@ def _default_methods() -> dict[str, MethodSetting]:
             },
         ),
         # SWAG at a MAP fit (map's schedule): 10 burn-in epochs annealing SGD (momentum
-        # 0.9, batches of 32) to 0.01 on the per-row loss, 50 collected epochs; the
-        # authors' K = 20, scale 0.5, 30 draws. MultiSWAG: three of them
+        # 0.9, batches of 32) to the library's default rate (0.1/λ, λ the per-row
+        # curvature's top eigenvalue at the MAP) on the per-row loss, 50 collected
+        # epochs; the authors' K = 20, scale 0.5, 30 draws. MultiSWAG: three of them
         "swag": MethodSetting(fit=dict(SWAG_FIT), prior_scales=(1.0,)),
         "multiswag": MethodSetting(
             fit=dict(SWAG_FIT, num_members=3, chain_processes=1), prior_scales=(1.0,)

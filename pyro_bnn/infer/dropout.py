@@ -33,7 +33,7 @@ from pyro import poutine
 from pyro_bnn.guides import AutoDropout, dropout_sites
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.svi import SVIOptions, run_svi_chain
-from pyro_bnn.init import trace_at_support_zero
+from pyro_bnn.init import init_to_fan_in, trace_at_support_zero
 
 __all__ = ["MCDropoutOptions", "dropout_guide", "precheck", "run_dropout_chain"]
 
@@ -42,10 +42,14 @@ NOISE_SITE = "precision"
 
 @dataclass(frozen=True, kw_only=True)
 class MCDropoutOptions(SVIOptions):
-    """Options of ``mcdropout``: ``map``'s schedule, the ``dropout_rate`` p in [0, 1) (and
+    """Options of ``mcdropout``: ``map``'s schedule (the weights start from the fan-in
+    initialisation, as a dropout network's training does, not from a prior draw: the
+    weak priors of dropout's weight decay would start them far too large), the
+    ``dropout_rate`` p in [0, 1) (and
     ``input_dropout_rate`` for the first layer's inputs, default p), the model precision
     ``tau`` (None: the model's own noise), and ``num_draws`` T."""
 
+    init_loc_fn: Callable = init_to_fan_in
     dropout_rate: float = 0.05
     input_dropout_rate: float | None = None
     tau: float | None = None

@@ -69,9 +69,15 @@ class SWAOptions(SVIOptions):
     each a fresh random subset), ``burn_in_epochs`` annealing the learning rate from
     ``burn_in_lr`` (default 10 × ``swa_lr``) to ``swa_lr``, then ``swa_epochs`` collected
     once each, at a ``"constant"`` rate or ``"cyclical"`` (from ``burn_in_lr`` down to
-    ``swa_lr`` within each epoch). ``backend`` also builds the SGD potential."""
+    ``swa_lr`` within each epoch). ``backend`` also builds the SGD potential.
 
-    swa_lr: float = 0.01
+    ``swa_lr=None`` (the default) sets it to 0.1/λ, λ the largest eigenvalue of the
+    per-row curvature at the MAP (the GGN of the likelihood plus the prior's, by power
+    iteration): a rate that suits one model cannot suit another whose noise is ten times
+    smaller (its curvature is a hundred times larger), and SGD with momentum β diverges
+    above 2(1 + β)/λ. The rate used is ``posterior.diagnostics["swa_lr"]``."""
+
+    swa_lr: float | None = None
     burn_in_lr: float | None = None
     momentum: float = 0.9
     swa_batch_size: int = 128
@@ -176,17 +182,44 @@ def _batches(num_rows: int, size: int):
         yield None if size >= num_rows else torch.randperm(num_rows)[:size]
 
 
-def _learning_rates(options: SWAOptions, steps_per_epoch: int) -> Callable[[int, int], float]:
-    """The cyclical schedule's rate at (epoch of the SWA phase, step within the epoch)."""
-    high = options.burn_in_lr or 10 * options.swa_lr
+def _learning_rates(
+    options: SWAOptions, swa_lr: float, steps_per_epoch: int
+) -> Callable[[int, int], float]:
+    """The SWA phase's rate at (epoch of the SWA phase, step within the epoch)."""
+    high = options.burn_in_lr or 10 * swa_lr
 
     def rate(epoch: int, step: int) -> float:
         if options.lr_schedule == "constant":
-            return options.swa_lr
+            return swa_lr
         fraction = step / max(steps_per_epoch - 1, 1)
-        return high + (options.swa_lr - high) * fraction
+        return high + (swa_lr - high) * fraction
 
     return rate
+
+
+def curvature_rate(
+    model, values: dict[str, torch.Tensor], x, y, *, iterations: int = 30, rows: int = 1000
+) -> float:
+    """0.1/λ with λ the largest eigenvalue of the per-row curvature (GGN of the likelihood
+    plus the prior's diagonal, over the real-valued sites) at ``values``, by power
+    iteration on GGN-vector products over an evenly spaced subset of at most ``rows`` rows
+    (the per-row curvature is an average over rows)."""
+    from pyro_bnn.curvature import PointModel
+    from pyro_bnn.infer.laplace import _real_sites
+
+    real, _, _ = _real_sites(model, x, y)
+    point = PointModel(model, values, real)
+    pick = torch.linspace(0, len(x) - 1, min(len(x), rows)).round().long().unique()
+    matvec = point.ggn_matvec(x[pick], y[pick])
+    prior = float(point.prior_curvature(x, full=False).clamp_min(0).max())
+    vector = torch.randn(point.size, dtype=torch.float64)
+    value = 0.0
+    for _ in range(iterations):
+        vector = vector / vector.norm()
+        product = matvec(vector)
+        value = float(vector @ product)
+        vector = product
+    return 0.1 / (value / len(pick) + prior / len(x))
 
 
 def run_swag_chain(
@@ -208,14 +241,16 @@ def run_swag_chain(
     potential = shared["swag_potential"]
     layout = potential.layout
     began = time.perf_counter()
+    swa_lr = options.swa_lr or curvature_rate(model, values, x, y)
     state, stats, start_energy = _sgd(potential, layout.flatten(values), x, y, name=name,
-                                      options=options, progress_bar=progress_bar)  # fmt: skip
+                                      options=options, swa_lr=swa_lr,
+                                      progress_bar=progress_bar)  # fmt: skip
     diagnostics, found = loss_diagnostics(losses, method=f"{name} (MAP)")
     more, runaway = potential_diagnostics(
         start_energy, np.asarray(stats["potential"]), groups=1, dim=layout.size, method=name,
-        remedy=f"the SGD phase left the MAP's basin: lower swa_lr (now {options.swa_lr:g})",
+        remedy=f"the SGD phase left the MAP's basin: lower swa_lr (now {swa_lr:g})",
     )  # fmt: skip
-    diagnostics.update(more)
+    diagnostics.update(more, swa_lr=swa_lr)
     if isinstance(options, SWAGOptions):
         theta = state.sample(options.num_draws, scale=options.scale)
     else:
@@ -223,7 +258,7 @@ def run_swag_chain(
     if not bool(torch.isfinite(theta).all()):
         raise FloatingPointError(
             f"{name}: the collected iterates are not finite; lower swa_lr (now "
-            f"{options.swa_lr:g}), or check the scale of {data_scale(x, y)}"
+            f"{swa_lr:g}), or check the scale of {data_scale(x, y)}"
         )
     draws = {k: v.detach()[None] for k, v in layout.constrain(theta).items()}
     return Chain(
@@ -234,7 +269,8 @@ def run_swag_chain(
     )  # fmt: skip
 
 
-def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, progress_bar: bool):
+def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, swa_lr: float,
+         progress_bar: bool):  # fmt: skip
     """The SGD phases from θ₀; the SWAG moments, the potential at each collected iterate,
     and the full-data potential at θ₀."""
     num_rows = len(x)
@@ -242,11 +278,11 @@ def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, progress_bar: bo
     steps_per_epoch = max(num_rows // batch, 1)
     flat = _Flat(theta0)
     averaged = AveragedModel(flat)
-    optimizer = torch.optim.SGD(flat.parameters(), lr=options.burn_in_lr or 10 * options.swa_lr,
+    optimizer = torch.optim.SGD(flat.parameters(), lr=options.burn_in_lr or 10 * swa_lr,
                                 momentum=options.momentum)  # fmt: skip
-    annealing = SWALR(optimizer, swa_lr=options.swa_lr, anneal_strategy="cos",
+    annealing = SWALR(optimizer, swa_lr=swa_lr, anneal_strategy="cos",
                       anneal_epochs=max(options.burn_in_epochs * steps_per_epoch, 1))  # fmt: skip
-    rate = _learning_rates(options, steps_per_epoch)
+    rate = _learning_rates(options, swa_lr, steps_per_epoch)
     rank = getattr(options, "rank", 2)
     deviations: deque[torch.Tensor] = deque(maxlen=rank)
     second = torch.zeros_like(theta0)
@@ -270,7 +306,7 @@ def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, progress_bar: bo
                 if not bool(torch.isfinite(flat.theta.grad).all()):
                     raise FloatingPointError(
                         f"{name}: non-finite gradient in SGD epoch {epoch}; lower swa_lr "
-                        f"(now {options.swa_lr:g}), or check the scale of {data_scale(x, y)}"
+                        f"(now {swa_lr:g}), or check the scale of {data_scale(x, y)}"
                     )
                 optimizer.step()
                 if not collecting:

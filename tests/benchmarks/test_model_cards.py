@@ -68,3 +68,39 @@ def test_committed_report_is_the_report_of_its_records(bench):
     format_markdown = importlib.import_module(f"benchmarks.{bench}.bench").format_markdown
     document = json.loads((results / "results.json").read_text())
     assert (results / "results.md").read_text() == format_markdown(document)
+
+
+def _table(markdown: str, title: str) -> dict[str, dict[str, str]]:
+    """The rows of the markdown table after ``title``, keyed by their first cell, each a
+    {column header: cell} dict (bold headers unbolded)."""
+    block = markdown.split(title, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(block) if line.startswith("|"))
+    stop = next((i for i in range(start, len(block)) if not block[i].startswith("|")),
+                len(block))  # fmt: skip
+    lines = block[start:stop]
+    header = [cell.strip().strip("*") for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells, strict=False))
+    return rows
+
+
+def test_readme_laplace_uci_table_quotes_the_report():
+    report = (RESULTS / "results.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    marker = "<!-- laplace uci table"
+    if marker not in readme:
+        pytest.fail("the README's Laplace UCI table lost its marker")
+    quoted = _table(readme, marker)
+    ll = _table(report, "### Test log-likelihood (higher is better)")
+    rmse = _table(report, "### Test RMSE (lower is better)")
+    columns = {
+        "laplace LL": (ll, "laplace"), "map LL": (ll, "map"), "NUTS LL": (ll, "nuts"),
+        "DVI homoscedastic": (ll, "DVI homoscedastic"), "laplace RMSE": (rmse, "laplace"),
+        "map RMSE": (rmse, "map"),
+    }  # fmt: skip
+    assert set(quoted) == set(ll)
+    for dataset, row in quoted.items():
+        for column, (table, source) in columns.items():
+            assert row[column] == table[dataset][source], (dataset, column)
