@@ -198,7 +198,7 @@ GAL_TAUS = {
     "wine": (2.5, 3.0, 3.5),
     "yacht": (0.25, 0.5, 0.75),
 }
-SWAG_FIT = dict(num_steps=10_000, swa_lr=0.01, swa_batch_size=32, burn_in_epochs=10,
+SWAG_FIT = dict(num_steps=10_000, swa_batch_size=32, burn_in_epochs=10,
                 swa_epochs=50, num_draws=30, backend="jit")  # fmt: skip
 
 
