@@ -57,6 +57,7 @@ class _Capture(Messenger):
         self.output: torch.Tensor | None = None
         self.layers: list[tuple[str, object]] = []
         self.inputs: dict[str, torch.Tensor] = {}
+        self.shapes: dict[str, torch.Size] = {}  # each layer's output per row
         self.width = 0  # activations per row, summed over the layers
 
     def _pyro_post_network_output(self, msg) -> None:
@@ -65,10 +66,22 @@ class _Capture(Messenger):
     def _pyro_post_layer_output(self, msg) -> None:
         module, x = msg["args"]
         self.layers.append((msg["name"], module))
+        self.shapes[msg["name"]] = msg["value"].shape[1:]
         self.width += msg["value"][0].numel() if msg["value"].dim() > 1 else 1
         if msg["name"] in self.probes:
             self.inputs[msg["name"]] = x.detach()
             msg["value"] = msg["value"] + self.probes[msg["name"]]
+
+
+def _patches(module, inputs: torch.Tensor) -> torch.Tensor:
+    """A layer's inputs as (rows, features, locations): a Linear layer's, or a Conv2d's
+    unfolded patches (in · kh · kw features, one column per output location)."""
+    if inputs.dim() == 2:
+        return inputs[:, :, None]
+    return torch.nn.functional.unfold(
+        inputs, module.kernel_size, dilation=module.dilation, padding=module.padding,
+        stride=module.stride,
+    )  # fmt: skip
 
 
 def natural_parameters(fn: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,23 +322,25 @@ class PointModel:
         return matvec
 
     def kron_factors(self, x: torch.Tensor, y: torch.Tensor | None, *, empirical: bool = False):
-        """KFAC factors of the GGN (or empirical Fisher) for each Linear layer whose
-        weight is in the subset: ``{layer: (A, G)}`` with the weight block ≈ G ⊗ A
-        (weight (out, in) flattened row-major) and the bias block ≈ G (exact for a bias);
-        A = (1/N) Σₙ aₙaₙᵀ over the layer's inputs, G = Σₙ Bₙᵀ Fₙ Bₙ with Bₙ = ∂uₙ/∂sₙ
-        (sₙ the layer's output), or Σₙ (Bₙᵀ rₙ)(Bₙᵀ rₙ)ᵀ for the empirical Fisher."""
-        layers = self.linear_layers(x)
+        """KFAC factors of the GGN (or empirical Fisher) for each Linear and Conv2d layer
+        whose weight is in the subset: ``{layer: (A, G, L)}`` with the weight block
+        ≈ G ⊗ A (weight (out, in, …) flattened row-major) and the bias block ≈ L·G, L the
+        layer's output locations (1 for Linear, whose bias block is then exact).
+
+        A = (1/N) Σₙ Σₗ aₙₗaₙₗᵀ over the layer's inputs (Conv2d: its unfolded patches),
+        G = (1/L) Σₙ Σₗ Bₙₗᵀ Fₙ Bₙₗ with Bₙₗ = ∂uₙ/∂sₙₗ (sₙₗ the layer's output at
+        location l), or (1/L) Σₙ Σₗ (Bₙₗᵀ rₙ)(Bₙₗᵀ rₙ)ᵀ for the empirical Fisher (Martens &
+        Grosse 2015; for convolutions Grosse & Martens 2016, locations as extra samples)."""
+        layers = self.kron_layers(x)
+        shapes = self.evaluate(self.theta, x[:1], None).capture.shapes
         factors: dict[str, list[torch.Tensor]] = {}
         for rows in self.row_batches(len(x), 1):
             xs, ys = x[rows], None if y is None else y[rows]
-            probes = {
-                name: torch.zeros(len(xs), module.out_features, requires_grad=True)
-                for name, module in layers.items()
-            }
+            probes = {name: torch.zeros(len(xs), *shapes[name], requires_grad=True)
+                      for name in layers}  # fmt: skip
             ev = self.evaluate(self.theta, xs, ys, probes=probes)
             columns = ev.u.shape[-1]
-            # B[layer]: (rows, K, out), one backward pass per column of u
-            backs = {name: [] for name in layers}
+            backs = {name: [] for name in layers}  # one backward pass per column of u
             for k in range(columns):
                 grads = torch.autograd.grad(
                     ev.u[:, k].sum(), list(probes.values()), retain_graph=k < columns - 1,
@@ -333,30 +348,49 @@ class PointModel:
                 )  # fmt: skip
                 for name, grad in zip(layers, grads, strict=True):
                     backs[name].append(grad)
-            for name in layers:
-                b = torch.stack(backs[name], 1).double()  # (rows, K, out)
+            for name, module in layers.items():
+                # B: (rows, K, out, locations)
+                b = (
+                    torch.stack(backs[name], 1)
+                    .double()
+                    .reshape(len(xs), columns, shapes[name][0], -1)
+                )
+                locations = b.shape[-1]
                 if empirical:
-                    g = torch.einsum("nko,nk->no", b, ev.score.double())
-                    g_factor = g.T @ g
+                    g = torch.einsum("nkol,nk->nol", b, ev.score.double())
+                    g_factor = torch.einsum("nol,npl->op", g, g) / locations
                 else:
-                    g_factor = torch.einsum("nko,nkl,nlp->op", b, ev.fisher.double(), b)
-                a = ev.capture.inputs[name].double().reshape(len(xs), -1)
-                update = [a.T @ a, g_factor]
+                    g_factor = torch.einsum("nkol,nkj,njpl->op", b, ev.fisher.double(), b)
+                    g_factor = g_factor / locations
+                a = _patches(module, ev.capture.inputs[name]).double()  # (rows, in, locations)
+                update = [torch.einsum("nil,njl->ij", a, a), g_factor]
                 factors[name] = update if name not in factors else [
                     old + new for old, new in zip(factors[name], update, strict=True)
                 ]  # fmt: skip
-        return {name: (a / len(x), g) for name, (a, g) in factors.items()}
+        locations = {name: int(torch.Size(shapes[name][1:]).numel()) for name in layers}
+        return {name: (a / len(x), g, locations[name]) for name, (a, g) in factors.items()}
 
-    def linear_layers(self, x: torch.Tensor) -> dict[str, object]:
-        """The Linear layers (through ``layer_output``) whose weight is in the subset, in
-        call order."""
-        from pyro_bnn.layers import Linear
+    def kron_layers(self, x: torch.Tensor) -> dict[str, object]:
+        """The Linear and Conv2d layers (through ``layer_output``) whose weight is in the
+        subset, in call order."""
+        from pyro_bnn.layers import Conv2d, Linear
 
         ev = self.evaluate(self.theta, x[:1], None)
-        return {
-            name: module for name, module in ev.capture.layers
-            if isinstance(module, Linear) and f"{name}.weight" in self.names
-        }  # fmt: skip
+        layers = {}
+        for name, module in ev.capture.layers:
+            if not isinstance(module, Linear | Conv2d) or f"{name}.weight" not in self.names:
+                continue
+            if isinstance(module, Conv2d) and (
+                module.groups != 1 or isinstance(module.padding, str)
+                or module.padding_mode != "zeros"
+            ):  # fmt: skip
+                raise ValueError(
+                    f"hessian_structure='kron' covers Conv2d with one group and numeric zero "
+                    f"padding; layer '{name}' has groups={module.groups}, padding="
+                    f"{module.padding!r} ({module.padding_mode}): use 'diag'"
+                )
+            layers[name] = module
+        return layers
 
     def last_layer(self, x: torch.Tensor) -> str | None:
         """The name of the last layer called through ``layer_output`` (None if none)."""

@@ -271,9 +271,11 @@ def _kron(point: PointModel, x, y, *, empirical: bool) -> precision.Kron:
     for name, where in slices.items():
         layer, _, attribute = name.rpartition(".")
         if layer in factors and attribute == "weight":
-            blocks.append(("kron", where.start, where.stop, factors[layer]))
+            a, g, _ = factors[layer]
+            blocks.append(("kron", where.start, where.stop, (a, g)))
         elif layer in factors and attribute == "bias":
-            blocks.append(("bias", where.start, where.stop, (factors[layer][1],)))
+            _, g, locations = factors[layer]
+            blocks.append(("bias", where.start, where.stop, (g * locations,)))
         else:
             uncovered.append((name, where))
     if uncovered:

@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
-from pyro_bnn import fit, to_inference_data, zoo
+from pyro_bnn import bayesianize, fit, to_inference_data, zoo
+from pyro_bnn.curvature import PointModel
+from pyro_bnn.likelihoods import Gaussian
 from pyro_bnn.precision import NotPositiveDefinite
 from pyro_bnn.priors import GaussianPrior, LaplacePrior, Selector
 from tests.infer.conjugate import NOISE_SCALE, make_conjugate
@@ -266,3 +269,60 @@ def test_a_prior_without_curvature_is_refused_with_a_reason():
                       prior=LaplacePrior(scale=1.0))  # fmt: skip
     with pytest.raises(NotPositiveDefinite, match="prior_precision=<number>"):
         fit(model, x, x[:, 0], method="laplace", hessian_structure="diag", **FAST)
+
+
+class _SmallConvNet(PyroModule):
+    """A Conv2d (or its Linear equivalent on flattened pixels) + ReLU + Linear regression."""
+
+    def __init__(self, *, conv: bool, kernel: int = 4) -> None:
+        super().__init__()
+        if conv:
+            body = [nn.Conv2d(1, 3, kernel), nn.Flatten()]
+        else:
+            body = [nn.Flatten(), nn.Linear(16, 3)]
+        width = 3 * (5 - kernel) ** 2
+        self.net = nn.Sequential(*body, nn.ReLU(), nn.Linear(width, 1))
+        bayesianize(self, GaussianPrior(scale=1.0))
+        self.likelihood = Gaussian(scale=0.5)
+
+    def forward(self, x, y=None):
+        return self.likelihood(self.net(x).squeeze(-1), y)
+
+
+def test_conv_kfac_reduces_to_the_linear_layers_when_it_has_one_location():
+    """A 4×4 kernel on 4×4 images has one output location: the convolution is a Linear
+    layer on the flattened pixels, and its KFAC factors are that layer's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 1, 4, 4, generator=g)
+    y = torch.randn(30, generator=g)
+    w = torch.randn(3, 1, 4, 4, generator=g)
+    shared = {
+        "net.0.bias": torch.randn(3, generator=g),
+        "net.3.weight": torch.randn(1, 3, generator=g),
+        "net.3.bias": torch.zeros(1),
+    }
+    conv = PointModel(_SmallConvNet(conv=True), {"net.0.weight": w, **shared},
+                      ["net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"])  # fmt: skip
+    linear_values = {
+        "net.1.weight": w.reshape(3, 16),
+        "net.1.bias": shared["net.0.bias"],
+        "net.3.weight": shared["net.3.weight"],
+        "net.3.bias": torch.zeros(1),
+    }
+    linear = PointModel(_SmallConvNet(conv=False), linear_values, list(linear_values))
+    from_conv, from_linear = conv.kron_factors(x, y), linear.kron_factors(x, y)
+    for a, b in ((from_conv["net.0"], from_linear["net.1"]), (from_conv["net.3"],
+                                                             from_linear["net.3"])):  # fmt: skip
+        assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+        assert a[2] == b[2] == 1
+
+
+def test_conv_kfac_with_several_locations_fits_and_predicts():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 1, 4, 4, generator=g)
+    y = x.mean((1, 2, 3))
+    post = fit(_SmallConvNet(conv=True, kernel=3), x, y, method="laplace", num_draws=20, **FAST)
+    factors = {b.kind for b in post.states[0].structure.blocks}
+    assert factors == {"kron", "bias"}
+    prediction = post.predict(x[:5])
+    assert bool(torch.isfinite(prediction.std).all() & (prediction.epistemic_var > 0).all())
