@@ -267,18 +267,18 @@ def _default_methods() -> dict[str, MethodSetting]:
         # every layer, p and τ chosen on validation from its grids (τ in the original
         # targets' units), batches of 128, Adam 0.001, a negligible weight decay
         # (l = 10⁻²: the prior sd √2/l ≈ 141; here c = 100, σ = 100/√fan_in ≥ 14). Its
-        # schedule, 4,000 epochs, is compressed to 400 for the final fit (its readme's
-        # "10×") and 100 for the 12 validation fits; 1,000 passes T instead of 10,000
+        # schedule, 4,000 epochs (8,000 to 230,000 steps here), becomes 20,000 steps for
+        # the final fit and 2,000 for the 12 validation fits; 1,000 passes T, not 10,000
         "mcdropout": MethodSetting(
             fit=dict(
-                num_epochs=400,
+                num_steps=20_000,
                 batch_size=128,
                 lr=0.001,
                 final_lr=0.001,
                 num_draws=1000,
                 backend="jit",
             ),
-            validation=dict(num_epochs=100),
+            validation=dict(num_steps=2000),
             prior_scales=(100.0,),
             dataset_schedules={
                 dataset: {
