@@ -201,10 +201,16 @@ def row_diagnostics(values: np.ndarray) -> dict[str, float]:
     """``min_ess`` and ``max_rhat`` over the last axis of draws shaped (chain, draw, rows).
 
     ArviZ's R-hat needs two chains; a single chain is compared across its two halves
-    (which R-hat's own splitting then halves again).
+    (which R-hat's own splitting then halves again). Coordinates that hold the same value
+    in every draw (a weight dropout always keeps at zero, a site held at its MAP) have no
+    R-hat or ESS and are left out.
     """
     az = import_arviz()
     values = np.asarray(values)
+    flat = values.reshape(-1, values.shape[-1])
+    varying = ~(flat == flat[:1]).all(0)
+    if varying.any() and not varying.all():
+        values = values[..., varying]
     dataset = az.convert_to_dataset({"f": values}, dims={"f": ["row"]})
     if values.shape[0] == 1:
         half = values.shape[1] // 2

@@ -326,3 +326,14 @@ def test_conv_kfac_with_several_locations_fits_and_predicts():
     assert factors == {"kron", "bias"}
     prediction = post.predict(x[:5])
     assert bool(torch.isfinite(prediction.std).all() & (prediction.epistemic_var > 0).all())
+
+
+def test_chains_in_worker_processes_keep_their_gaussians():
+    """Each chain's Laplace state travels back from its worker, so the linearised
+    predictive and the evidence work for chains run elsewhere (a mixture of Laplaces)."""
+    c = make_conjugate()
+    post = fit(c.model(), c.x, c.y, method="laplace", hessian_structure="full", num_chains=2,
+               chain_processes=2, num_draws=10, **FAST)  # fmt: skip
+    assert post.runners == [] and len(post.states) == 2
+    assert len(post.log_marginal_likelihood) == 2
+    assert post.predict(c.x[:3]).epistemic_var.shape == (3,)
