@@ -337,3 +337,32 @@ def test_chains_in_worker_processes_keep_their_gaussians():
     assert post.runners == [] and len(post.states) == 2
     assert len(post.log_marginal_likelihood) == 2
     assert post.predict(c.x[:3]).epistemic_var.shape == (3,)
+
+
+def test_a_non_gaussian_prior_enters_by_its_own_curvature():
+    """Under a scale-mixture prior the prior term of the precision is −d²/dw² log p(w) at
+    each weight, computed here by hand: π N(w; 0, σ1²) + (1 − π) N(w; 0, σ2²)."""
+    from pyro_bnn.priors import ScaleMixturePrior
+
+    pi, s1, s2 = 0.5, 1.0, 0.3
+    model = zoo.build("mlp-regression", in_features=1, hidden=(4,), noise_scale=0.1,
+                      prior=ScaleMixturePrior(pi=pi, sigma1=s1, sigma2=s2))  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    values = {
+        "net.0.weight": torch.randn(4, 1, generator=g),
+        "net.0.bias": torch.randn(4, generator=g),
+        "net.2.weight": torch.randn(1, 4, generator=g),
+        "net.2.bias": torch.randn(1, generator=g),
+    }
+    point = PointModel(model, values, list(values))
+    w = point.theta.double()
+    normal = [torch.distributions.Normal(0.0, s) for s in (s1, s2)]
+    density = pi * normal[0].log_prob(w).exp() + (1 - pi) * normal[1].log_prob(w).exp()
+    first = sum(c * n.log_prob(w).exp() * (-w / n.scale**2)
+                for c, n in zip((pi, 1 - pi), normal, strict=True))  # fmt: skip
+    second = sum(c * n.log_prob(w).exp() * (w**2 / n.scale**4 - 1 / n.scale**2)
+                 for c, n in zip((pi, 1 - pi), normal, strict=True))  # fmt: skip
+    expected = -(second / density - (first / density) ** 2)
+    x = torch.zeros(1, 1)
+    assert torch.allclose(point.prior_curvature(x, full=False), expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(point.prior_curvature(x, full=True), torch.diag(expected), atol=1e-5)
