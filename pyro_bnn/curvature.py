@@ -298,7 +298,10 @@ class PointModel:
         """v ↦ (Σ Jᵀ F J) v (or Σ g gᵀ v), matrix-free: one forward, a Jacobian-vector and
         a vector-Jacobian product per row batch."""
         first = self.evaluate(self.theta, x[:1], None)
-        batches = list(self.row_batches(len(x), first.u.shape[-1] * 64))
+        # a product holds no Jacobian: its memory is the rows' activations and outputs
+        size = _JACOBIAN_ENTRIES // max(first.u.shape[-1] * (first.capture.width or 1), 1)
+        size = max(1, min(size, len(x)))
+        batches = [slice(start, min(start + size, len(x))) for start in range(0, len(x), size)]
 
         def matvec(vector: torch.Tensor) -> torch.Tensor:
             vector = vector.to(self.theta.dtype)

@@ -86,21 +86,32 @@ def _table(markdown: str, title: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_readme_laplace_uci_table_quotes_the_report():
+# each README UCI table after its marker: README column -> (report table, report column)
+_LL, _RMSE = "### Test log-likelihood (higher is better)", "### Test RMSE (lower is better)"
+README_UCI_TABLES = {
+    "<!-- laplace uci table": {
+        "laplace LL": (_LL, "laplace"), "map LL": (_LL, "map"), "NUTS LL": (_LL, "nuts"),
+        "DVI homoscedastic": (_LL, "DVI homoscedastic"), "laplace RMSE": (_RMSE, "laplace"),
+        "map RMSE": (_RMSE, "map"),
+    },
+    "<!-- sgd and dropout uci table": {
+        "mcdropout LL": (_LL, "mcdropout"),
+        "MC dropout, grid search (Gal 2018)": (_LL, "MC dropout (grid search)"),
+        "swag LL": (_LL, "swag"), "multiswag LL": (_LL, "multiswag"),
+        "ensemble LL": (_LL, "ensemble"),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("marker", list(README_UCI_TABLES))
+def test_readme_uci_tables_quote_the_report(marker):
     report = (RESULTS / "results.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    marker = "<!-- laplace uci table"
     if marker not in readme:
-        pytest.fail("the README's Laplace UCI table lost its marker")
+        pytest.fail(f"the README lost its table marked {marker!r}")
     quoted = _table(readme, marker)
-    ll = _table(report, "### Test log-likelihood (higher is better)")
-    rmse = _table(report, "### Test RMSE (lower is better)")
-    columns = {
-        "laplace LL": (ll, "laplace"), "map LL": (ll, "map"), "NUTS LL": (ll, "nuts"),
-        "DVI homoscedastic": (ll, "DVI homoscedastic"), "laplace RMSE": (rmse, "laplace"),
-        "map RMSE": (rmse, "map"),
-    }  # fmt: skip
-    assert set(quoted) == set(ll)
+    tables = {title: _table(report, title) for title in (_LL, _RMSE)}
+    assert set(quoted) == set(tables[_LL])
     for dataset, row in quoted.items():
-        for column, (table, source) in columns.items():
-            assert row[column] == table[dataset][source], (dataset, column)
+        for column, (title, source) in README_UCI_TABLES[marker].items():
+            assert row[column] == tables[title][dataset][source], (dataset, column)
