@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from pyro_bnn.diagnostics import data_scale, loss_diagnostics, potential_diagnostics
 from pyro_bnn.infer.chains import Chain
+from pyro_bnn.infer.sgmcmc import _minibatches
 from pyro_bnn.infer.svi import SVIOptions, fit_map
 from pyro_bnn.likelihoods import ScaleDataPlate
 from pyro_bnn.potential import FlatLayout, Potential, flat_layout
@@ -176,12 +177,6 @@ class SWAGState:
         return self.mean + math.sqrt(scale) * spread
 
 
-def _batches(num_rows: int, size: int):
-    """A fresh uniform subset of ``size`` rows per step (None: every row)."""
-    while True:
-        yield None if size >= num_rows else torch.randperm(num_rows)[:size]
-
-
 def _learning_rates(
     options: SWAOptions, swa_lr: float, steps_per_epoch: int
 ) -> Callable[[int, int], float]:
@@ -289,7 +284,7 @@ def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, swa_lr: float,
     with torch.no_grad():
         start_energy = float(potential(theta0.detach(), x, y))
     potentials: list[float] = []
-    batches = _batches(num_rows, batch)
+    batches = _minibatches(num_rows, batch)  # a fresh subset per step, as SG-MCMC's
     total = (options.burn_in_epochs + options.swa_epochs) * steps_per_epoch
     with tqdm(total=total, desc=f"{name} (SGD)", disable=not progress_bar) as bar:
         for epoch in range(options.burn_in_epochs + options.swa_epochs):
