@@ -11,6 +11,7 @@ from pyro_bnn.arviz import to_inference_data
 from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.diagnostics import ConvergenceWarning, SamplingWarning
 from pyro_bnn.infer import METHODS, fit
+from pyro_bnn.io import load
 from pyro_bnn.posterior import Posterior, Prediction
 from pyro_bnn.priors import FanInGaussianPrior, GaussianPrior, Selector
 
@@ -25,6 +26,7 @@ __all__ = [
     "Selector",
     "bayesianize",
     "fit",
+    "load",
     "to_inference_data",
     "zoo",
 ]

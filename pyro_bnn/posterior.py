@@ -130,6 +130,13 @@ class Posterior:
     wall_time: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
+    def save(self, path) -> None:
+        """Write this posterior to ``path`` (safetensors and JSON, atomically); read it back
+        with :func:`pyro_bnn.load`. See :mod:`pyro_bnn.io`."""
+        from pyro_bnn.io import save
+
+        save(self, path)
+
     @property
     def num_chains(self) -> int:
         return next(iter(self.draws.values())).shape[0]

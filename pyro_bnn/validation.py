@@ -30,6 +30,7 @@ __all__ = [
     "check_inputs_like",
     "check_model",
     "check_seed",
+    "latent_site_shapes",
     "left_support",
     "obs_shape_error",
     "short_error",
@@ -301,3 +302,15 @@ def check_seed(seed) -> None:
         raise TypeError(f"seed must be an integer or None, got {seed!r}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+
+
+def latent_site_shapes(model: Callable, x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple]:
+    """The name and shape of every latent (unobserved) sample site of ``model(x, y)``."""
+    from pyro.poutine.util import site_is_subsample
+
+    trace = trace_at_support_zero(model, x, y)
+    return {
+        name: tuple(node["value"].shape)
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
+    }

@@ -50,7 +50,7 @@ from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.sgmcmc import _minibatches
 from pyro_bnn.infer.svi import SVIOptions, fit_map
 from pyro_bnn.likelihoods import ScaleDataPlate
-from pyro_bnn.potential import FlatLayout, Potential, flat_layout
+from pyro_bnn.potential import Potential, flat_layout
 
 __all__ = [
     "MultiSWAGOptions",
@@ -147,10 +147,10 @@ class _Flat(nn.Module):
 
 @dataclass
 class SWAGState:
-    """A chain's SWAG moments on the flat unconstrained θ: the mean θ̄, the second moment,
-    the last K deviations (K, P) and the number of collected iterates."""
+    """A chain's SWAG moments on the flat unconstrained θ (laid out as the model's
+    :class:`~pyro_bnn.potential.FlatLayout`): the mean θ̄, the second moment, the last K
+    deviations (K, P) and the number of collected iterates."""
 
-    layout: FlatLayout
     mean: torch.Tensor
     second_moment: torch.Tensor
     deviations: torch.Tensor
@@ -316,7 +316,7 @@ def _sgd(potential, theta0, x, y, *, name, options: SWAOptions, swa_lr: float,
                 with torch.no_grad():
                     potentials.append(float(potential(theta, x, y)))
     state = SWAGState(
-        layout=potential.layout, mean=averaged.module.theta.detach().clone(),
+        mean=averaged.module.theta.detach().clone(),
         second_moment=second, deviations=torch.stack(list(deviations)),
         collected=int(averaged.n_averaged),
     )  # fmt: skip

@@ -86,8 +86,15 @@ def entry(name: str) -> ZooEntry:
 
 
 def build(name: str, **kwargs: Any) -> Any:
-    """Build the zoo model ``name``; keyword arguments go to its constructor."""
-    return entry(name).builder(**kwargs)
+    """Build the zoo model ``name``; keyword arguments go to its constructor. The model
+    remembers both as ``zoo_spec``, so a saved posterior of it can rebuild it
+    (:mod:`pyro_bnn.io`)."""
+    model = entry(name).builder(**kwargs)
+    try:
+        model.zoo_spec = {"name": name, "kwargs": dict(kwargs)}
+    except AttributeError:  # a builder that returns an object without attributes
+        pass
+    return model
 
 
 def card(name: str) -> str:

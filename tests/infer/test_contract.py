@@ -29,12 +29,15 @@ What each method is held to, and why:
   round trips on a tiny deep-weight-prior CNN; no conjugate form exists for it.
 """
 
+import copy
+
 import arviz as az
 import numpy as np
+import pyro
 import pytest
 import torch
 
-from pyro_bnn import METHODS, fit, to_inference_data, zoo
+from pyro_bnn import METHODS, fit, load, to_inference_data, zoo
 from tests.infer.conjugate import flat_draws
 from tests.infer.test_sgmcmc import SETTINGS as SGMCMC_SETTINGS
 from tests.infer.test_sgmcmc import _variance_bias
@@ -80,6 +83,36 @@ def _tiny_dwp():
     return model, x, y
 
 
+def _same_inference_data(a, b) -> None:
+    assert set(a.groups()) == set(b.groups())
+    for group in a.groups():
+        left, right = a[group], b[group]
+        assert set(left.data_vars) == set(right.data_vars), group
+        for name in left.data_vars:
+            np.testing.assert_array_equal(left[name].values, right[name].values)
+        assert left.attrs.keys() == right.attrs.keys(), group
+        for key in left.attrs:
+            if key not in ("created_at", "arviz_version"):
+                np.testing.assert_array_equal(left.attrs[key], right.attrs[key])
+
+
+def _check_saved(post, x, rebuild, tmp_path) -> None:
+    """A saved and loaded posterior (its model built afresh) predicts what the fitted one
+    predicts at the same seed, and its InferenceData is identical."""
+    path = tmp_path / "post.safetensors"
+    post.save(path)
+    again = load(path, model=rebuild())
+    for key in ("samples", "mean", "std"):
+        np.testing.assert_array_equal(
+            getattr(again.predict(x[:5], num_samples=7, seed=3), key),
+            getattr(post.predict(x[:5], num_samples=7, seed=3), key),
+        )
+    pyro.set_rng_seed(4)
+    expected = to_inference_data(post, x_new=x[:3])
+    pyro.set_rng_seed(4)
+    _same_inference_data(to_inference_data(again, x_new=x[:3]), expected)
+
+
 def _check_round_trips(post, x, y, tmp_path) -> None:
     chains, draws = post.num_chains, post.num_draws
     for value in post.draws.values():
@@ -117,11 +150,14 @@ def test_method_contract(conjugate, method, tmp_path):
         post = fit(model, x, y, method=method, progress_bar=False, seed=0, **options)
         assert post.draws["net.conv2.weight.z"].shape[:2] == (1, 4)
         _check_round_trips(post, x, y, tmp_path)
+        # the same deep weight prior (a fresh tiny one would have other random decoders)
+        _check_saved(post, x, lambda: copy.deepcopy(model), tmp_path)
         return
     x, y = conjugate.x, conjugate.y
     post = fit(conjugate.model(), x, y, method=method, progress_bar=False, seed=0,
                chain_processes=1, **options)  # fmt: skip
     _check_round_trips(post, x, y, tmp_path)
+    _check_saved(post, x, conjugate.model, tmp_path)
 
     draws = flat_draws(post.draws)
     flat = draws.reshape(-1, draws.shape[-1])
