@@ -31,14 +31,24 @@ def plot_predictive_band(
     """Predictive mean and central ``level`` band over a 1-D input grid, with the data."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
-    grid = x_grid.reshape(-1).numpy()
+    grid = x_grid.reshape(-1).cpu().numpy()
     lower, upper = prediction.interval(level)
     ax.fill_between(
-        grid, lower.numpy(), upper.numpy(), alpha=0.3, label=f"{level:.0%} predictive interval"
+        grid,
+        lower.cpu().numpy(),
+        upper.cpu().numpy(),
+        alpha=0.3,
+        label=f"{level:.0%} predictive interval",
     )
-    ax.plot(grid, prediction.mean.numpy(), lw=2, label="predictive mean")
+    ax.plot(grid, prediction.mean.cpu().numpy(), lw=2, label="predictive mean")
     if x_train is not None and y_train is not None:
-        ax.scatter(x_train.reshape(-1).numpy(), y_train.numpy(), s=8, c="k", label="training data")
+        ax.scatter(
+            x_train.reshape(-1).cpu().numpy(),
+            y_train.cpu().numpy(),
+            s=8,
+            c="k",
+            label="training data",
+        )
     ax.set(xlabel="x", ylabel="y", title=title)
     ax.legend(loc="upper left", fontsize=8)
     return ax

@@ -22,6 +22,7 @@ import numpy as np
 import pyro
 import torch
 
+from pyro_bnn.device import placed
 from pyro_bnn.replay import ObsDraws, replay
 from pyro_bnn.validation import as_inputs, as_targets, check_count, check_inputs_like, check_seed
 
@@ -138,6 +139,11 @@ class Posterior:
         save(self, path)
 
     @property
+    def device(self) -> torch.device:
+        """Where the posterior lives (``fit(device=...)``); it predicts there."""
+        return self.x_train.device
+
+    @property
     def num_chains(self) -> int:
         return next(iter(self.draws.values())).shape[0]
 
@@ -211,9 +217,13 @@ class Posterior:
         """The observed site under each draw (see :func:`pyro_bnn.replay.replay`), each
         chain's draws under that chain's parameter store. ``x`` (called ``name`` in
         errors) must have the training inputs' shape per row."""
-        x = as_inputs(x, name=name)
+        with placed(self.device):
+            return self._replay(x, y, num_samples=num_samples, name=name, **kwargs)
+
+    def _replay(self, x, y, *, num_samples: int | None, name: str, **kwargs) -> ObsDraws:
+        x = as_inputs(x, name=name).to(self.device)
         check_inputs_like(x, self.x_train, name=name)
-        y = None if y is None else as_targets(y, rows=len(x), name="y")
+        y = None if y is None else as_targets(y, rows=len(x), name="y").to(self.device)
         index = self._draw_index(num_samples)
         if self.predictive is not None:
             drawn = self.predictive.obs_draws(
@@ -252,7 +262,9 @@ class Posterior:
         obs = self.replay(x, num_samples=num_samples, row_batch=row_batch, draw_chunk=draw_chunk)
         closed = None
         if self.predictive is not None:
-            closed = self.predictive.moments(self, as_inputs(x, name="x"), row_batch=row_batch)
+            with placed(self.device):
+                x = as_inputs(x, name="x").to(self.device)
+                closed = self.predictive.moments(self, x, row_batch=row_batch)
         if closed is not None:
             return _closed_form_prediction(obs, closed)
         if obs.probs is not None:

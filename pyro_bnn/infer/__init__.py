@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pyro
+import torch
 
+from pyro_bnn.device import as_device, placed
 from pyro_bnn.infer.chains import run_method
 from pyro_bnn.infer.methods import REGISTRY
 from pyro_bnn.infer.methods import method as lookup
@@ -41,6 +43,7 @@ def fit(
     method: str = "meanfield",
     progress_bar: bool = True,
     seed: int | None = None,
+    device: str | torch.device | None = None,
     **options,
 ) -> Posterior:
     """Approximate the posterior of ``model`` given data ``(x, y)``.
@@ -51,25 +54,33 @@ def fit(
     :mod:`~pyro_bnn.infer.sgmcmc`; ``num_chains`` independent chains for every method).
     Inputs may be numpy arrays or tensors; they are converted to float32 (labels to
     int64). Each chain runs in its own Pyro parameter store, kept in
-    ``Posterior.param_states``.
+    ``Posterior.param_states``. ``device`` (e.g. ``"cuda"``) places the model, the data and
+    the inference on that torch device (chains then run in this process); the posterior
+    stays there and predicts there (default: where the model's tensors are, the CPU).
     """
     chosen = lookup(method)
     parsed = parse_options(chosen.options, method, options)
     check_seed(seed)
     x = as_inputs(x, name="x")
     y = as_targets(y, rows=len(x), name="y")
+    place = torch.device("cpu") if device is None else as_device(device)
+    if device is not None:
+        if isinstance(model, torch.nn.Module):
+            model.to(place)
+        x, y = x.to(place), y.to(place)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    with pyro.get_param_store().scope():
-        check_model(model, x, y)
-        if chosen.precheck is not None:
-            chosen.precheck(model, x, y, parsed)
-    return run_method(
-        chosen,
-        model,
-        x,
-        y,
-        options=parsed,
-        given_options={"method": method, **options},
-        progress_bar=progress_bar,
-    )
+    with placed(place):
+        with pyro.get_param_store().scope():
+            check_model(model, x, y)
+            if chosen.precheck is not None:
+                chosen.precheck(model, x, y, parsed)
+        return run_method(
+            chosen,
+            model,
+            x,
+            y,
+            options=parsed,
+            given_options={"method": method, **options},
+            progress_bar=progress_bar,
+        )

@@ -222,6 +222,8 @@ def run_chains(
     """Run one chain per seed, split over ``processes`` spawned workers (in this process
     if 1; also, with a one-line warning, if the model cannot travel to a worker or the
     main script would re-run in each worker)."""
+    if processes > 1 and x.device.type != "cpu":
+        processes = 1  # the chains share this process's device
     if processes > 1:
         reason = _unpicklable(model, (model, options))
         if reason is None and not _main_is_importable():
