@@ -18,8 +18,9 @@ def _fit(device, method="meanfield", **options):
 
 def test_the_cpu_path_gives_what_no_device_gives():
     on_cpu = _fit("cpu", num_draws=20)
-    default = fit(zoo.build("mlp-regression", in_features=1, hidden=(8,)), X, Y,
-                  method="meanfield", progress_bar=False, seed=0, num_steps=100, num_draws=20)  # fmt: skip
+    model = zoo.build("mlp-regression", in_features=1, hidden=(8,))
+    default = fit(model, X, Y, method="meanfield", progress_bar=False, seed=0, num_steps=100,
+                  num_draws=20)  # fmt: skip
     assert on_cpu.device == torch.device("cpu")
     for name, value in default.draws.items():
         assert torch.equal(on_cpu.draws[name], value)
