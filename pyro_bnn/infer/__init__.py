@@ -17,12 +17,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pyro
 import torch
 
 from pyro_bnn.device import as_device, placed
+from pyro_bnn.distributed import (
+    MODES,
+    DataParallel,
+    check_equal_shards,
+    data_parallel,
+    gather_rows,
+    shared_seed,
+    world,
+)
 from pyro_bnn.infer.chains import run_method
 from pyro_bnn.infer.methods import REGISTRY
 from pyro_bnn.infer.methods import method as lookup
@@ -44,8 +54,9 @@ def fit(
     progress_bar: bool = True,
     seed: int | None = None,
     device: str | torch.device | None = None,
+    distributed: str | None = None,
     **options,
-) -> Posterior:
+) -> Posterior | None:
     """Approximate the posterior of ``model`` given data ``(x, y)``.
 
     ``model(x, y=None)`` must observe ``y`` at a site ``obs`` inside a plate ``data``.
@@ -57,6 +68,10 @@ def fit(
     ``Posterior.param_states``. ``device`` (e.g. ``"cuda"``) places the model, the data and
     the inference on that torch device (chains then run in this process); the posterior
     stays there and predicts there (default: where the model's tensors are, the CPU).
+    ``distributed``: ``"data"`` (data-parallel SVI: ``x``, ``y`` are this rank's shard) or
+    ``"chains"`` (chains spread over ranks), inside an initialised ``torch.distributed``
+    process group; the posterior is returned on rank 0, None on the other ranks (see
+    :mod:`pyro_bnn.distributed`).
     """
     chosen = lookup(method)
     parsed = parse_options(chosen.options, method, options)
@@ -68,19 +83,50 @@ def fit(
         if isinstance(model, torch.nn.Module):
             model.to(place)
         x, y = x.to(place), y.to(place)
+    plan, ranks = None, None
+    if distributed is not None:
+        plan, ranks, seed = _distributed_plan(distributed, chosen, x, seed)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    with placed(place):
+    with placed(place), contextlib.ExitStack() as stack:
+        if plan is not None:
+            stack.enter_context(data_parallel(plan))
         with pyro.get_param_store().scope():
             check_model(model, x, y)
             if chosen.precheck is not None:
                 chosen.precheck(model, x, y, parsed)
-        return run_method(
+        posterior = run_method(
             chosen,
             model,
             x,
             y,
             options=parsed,
             given_options={"method": method, **options},
-            progress_bar=progress_bar,
+            progress_bar=progress_bar and (ranks is None or ranks[0] == 0),
+            ranks=ranks,
         )
+    if plan is not None:  # the posterior holds every shard's rows
+        x_all, y_all = gather_rows(x), gather_rows(y)
+        if posterior is not None:
+            posterior.x_train, posterior.y_train = x_all, y_all
+            posterior.options["distributed"] = distributed
+        return posterior if ranks[0] == 0 else None
+    if posterior is not None and distributed is not None:
+        posterior.options["distributed"] = distributed
+    return posterior
+
+
+def _distributed_plan(mode: str, chosen, x: torch.Tensor, seed: int | None):
+    """(data-parallel plan or None, (rank, world size), the seed every rank shares)."""
+    if mode not in MODES:
+        raise ValueError(f"distributed must be one of {MODES} or None, got {mode!r}")
+    rank, size = world()
+    seed = shared_seed(seed)
+    if mode == "chains":
+        return None, (rank, size), seed
+    if not chosen.data_parallel:
+        able = ", ".join(name for name, m in REGISTRY.items() if m.data_parallel)
+        raise ValueError(f"distributed='data' runs SVI methods ({able}); {chosen.name!r} is "
+                         "not one: use distributed='chains'")  # fmt: skip
+    check_equal_shards(len(x))
+    return DataParallel(size, rank), (rank, size), seed

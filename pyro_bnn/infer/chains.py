@@ -290,6 +290,35 @@ def merge_chains(chains: list[Chain]) -> tuple[dict, dict, dict]:
     return draws, stats, timings
 
 
+def _run_over_ranks(
+    method: Method,
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seeds: list[int],
+    ranks: tuple[int, int],
+    options: Options,
+    progress_bar: bool,
+) -> list[Chain] | None:
+    """Chain i on rank i mod world size, from seed i; every chain on rank 0, in order (the
+    method's own objects stay behind, as from worker processes); None on other ranks."""
+    from pyro_bnn.distributed import gather_to_root
+
+    rank, size = ranks
+    mine = list(range(rank, len(seeds), size))
+    chains = _run_group(method, model, x, y, seeds=[seeds[i] for i in mine], options=options,
+                        progress_bar=progress_bar, keep_runners=False)  # fmt: skip
+    gathered = gather_to_root(list(zip(mine, chains, strict=True)))
+    if gathered is None:
+        return None
+    ordered: list[Chain | None] = [None] * len(seeds)
+    for part in gathered:
+        for index, chain in part:
+            ordered[index] = chain
+    return ordered  # type: ignore[return-value]
+
+
 def run_method(
     method: Method,
     model: Any,
@@ -299,24 +328,38 @@ def run_method(
     options: Options,
     given_options: dict[str, Any],
     progress_bar: bool,
-) -> Posterior:
+    ranks: tuple[int, int] | None = None,
+) -> Posterior | None:
     """Run ``options.chains`` chains of ``method``, merge and check them, and build the
     Posterior. Each failed check is a warning (a :class:`SamplingWarning` for samplers, a
     :class:`ConvergenceWarning` for optimisers) and lands in ``posterior.warnings``: the
     mixing checks, each chain's own (the loss history, a sampler's potential) and, for a
-    learned noise scale, whether it exploded."""
+    learned noise scale, whether it exploded. ``ranks`` (rank, world size): part of a
+    ``torch.distributed`` fit, the chains run in this process (data-parallel SVI), or
+    spread over the ranks when ``distributed="chains"``; the posterior is built on rank 0
+    (None elsewhere)."""
+    from pyro_bnn.distributed import active
+
     start = time.perf_counter()
     num_chains = options.chains
-    chains = run_chains(
-        method,
-        model,
-        x,
-        y,
-        seeds=chain_seeds(num_chains),
-        processes=chain_processes(options.chain_processes, num_chains),
-        options=options,
-        progress_bar=progress_bar,
-    )
+    seeds = chain_seeds(num_chains)
+    if ranks is not None and active() is None:
+        chains = _run_over_ranks(method, model, x, y, seeds=seeds, ranks=ranks,
+                                 options=options, progress_bar=progress_bar)  # fmt: skip
+        if chains is None:
+            return None
+    else:
+        processes = chain_processes(options.chain_processes, num_chains)
+        chains = run_chains(
+            method,
+            model,
+            x,
+            y,
+            seeds=seeds,
+            processes=1 if ranks is not None else processes,
+            options=options,
+            progress_bar=progress_bar,
+        )
     draws, stats, timings = merge_chains(chains)
     diagnostics, mixing = mixing_diagnostics(
         draws, stats, method=method.name, warn=method.samples_posterior

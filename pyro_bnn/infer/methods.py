@@ -39,7 +39,8 @@ class Method:
     if any, refuses before any chain runs what the method cannot do with this model.
     ``predictive(options)``, if any, gives the method's own predictive where it replaces
     replaying the draws through the model (:class:`~pyro_bnn.posterior.MethodPredictive`,
-    such as Laplace's linearised network), or None.
+    such as Laplace's linearised network), or None. ``data_parallel``: its chains can
+    run as data-parallel SVI over ranks (:mod:`pyro_bnn.distributed`).
     """
 
     name: str
@@ -49,11 +50,12 @@ class Method:
     summary: str
     precheck: Callable | None = None
     predictive: Callable | None = None
+    data_parallel: bool = False
 
 
 def _svi(name: str, options: type[Options], guide: Callable, summary: str) -> Method:
     run = partial(svi.run_svi_chain, build_guide=guide)
-    return Method(name, options, run, False, summary, precheck=svi.precheck)
+    return Method(name, options, run, False, summary, precheck=svi.precheck, data_parallel=True)
 
 
 def _mcmc(name: str, options: type[Options], kernel: Callable, summary: str) -> Method:
@@ -116,6 +118,7 @@ _TABLE: tuple[Method, ...] = (
         "deterministic VI: meanfield's guide, ELBO by moment propagation (Wu et al. 2019)",
         precheck=dvi.precheck,
         predictive=dvi.dvi_predictive,
+        data_parallel=True,
     ),
     Method(
         "laplace",

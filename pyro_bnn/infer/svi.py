@@ -41,6 +41,7 @@ from pyro.optim import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
+from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, loss_diagnostics, not_finite_at_start
 from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
@@ -326,16 +327,25 @@ def _num_batches(num_rows: int, batch_size: int | None) -> int:
 
 
 def _minibatches(
-    num_rows: int, batch_size: int | None
+    num_rows: int, batch_size: int | None, *, shards: int = 1, shard: int | None = None
 ) -> Iterator[tuple[torch.Tensor | None, int]]:
-    """(row index or None for the full batch, position in the epoch), forever."""
+    """(row index or None for the full batch, position in the epoch), forever.
+
+    With ``shards`` equal shards of ``num_rows`` rows each (data-parallel SVI), every
+    shard gives ``batch_size / shards`` rows at the same positions of one permutation: the
+    rows of shard ``shard`` (indices into it), or with ``shard=None`` the global minibatch
+    (indices into the shards concatenated). One shard is the plain epoch of minibatches."""
+    local = None if batch_size is None else batch_size // shards
     while True:
-        if batch_size is None or batch_size >= num_rows:
+        if local is None or local >= num_rows:
             yield None, 0
             continue
         order = torch.randperm(num_rows)
-        for i, start in enumerate(range(0, num_rows - batch_size + 1, batch_size)):
-            yield order[start : start + batch_size], i
+        for i, start in enumerate(range(0, num_rows - local + 1, local)):
+            rows = order[start : start + local]
+            if shard is None and shards > 1:
+                rows = torch.cat([s * num_rows + rows for s in range(shards)])
+            yield rows, i
 
 
 DEFAULT_STEPS = 20_000
@@ -374,7 +384,9 @@ def _loss(scaled_model, guide, x, y, *, options: SVIOptions, shared: dict[str, A
         if "potential" not in shared:
             shared["potential"] = flat_potential(scaled_model, x, y, backend=options.backend)
             if shared["potential"] is not None:
-                rows = options.batch_size or len(x)
+                plan = distributed.active()
+                rows = options.batch_size if plan is None else plan.step_rows(options.batch_size)
+                rows = rows or len(x)  # compile for the batches' shape, before the steps
                 if options.adversarial_epsilon is not None:
                     rows = 2 * min(rows, len(x))
                 xs, ys = torch.cat([x, x]), torch.cat([y, y])
@@ -433,7 +445,9 @@ def _fit_guide(
 ) -> list[float]:
     """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history."""
     scaled_model = guide.model
-    num_steps = _num_steps(options, len(x))
+    plan = distributed.active()
+    rows = len(x) if plan is None else plan.global_rows(len(x))
+    num_steps = _num_steps(options, rows)
     final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
     decay = (final_lr / options.lr) ** (1 / num_steps)
     custom_loss = loss_fn is not None  # reads the KL weight from the model's sites alone
@@ -448,20 +462,26 @@ def _fit_guide(
         train_model = LocalReparameterization(guide)(train_model)
     # the KL (every site outside the data plate) weighted M·π_i on minibatch i of M
     kl = KLWeight()
-    num_batches = _num_batches(len(x), options.batch_size)
+    num_batches = _num_batches(rows, options.batch_size)
     beta = getattr(options, "kl_weight", 1.0)
     kl_scale = (beta * num_batches * kl_weights(options.kl_weighting, num_batches)).tolist()
     if options.kl_weighting != "uniform" or beta != 1.0:
         train_model, train_guide = kl(train_model), (guide if custom_loss else kl(guide))
     svi = SVI(train_model, train_guide, ClippedAdam({"lr": options.lr, "lrd": decay}), loss_fn)
     losses: list[float] = []
-    batches = _minibatches(len(x), options.batch_size)
+    if plan is None:
+        batches = _minibatches(len(x), options.batch_size)
+    else:
+        plan.step_rows(options.batch_size)  # checks that the ranks split it evenly
+        batches = _minibatches(plan.shard_rows(len(x)), options.batch_size,
+                               shards=plan.world_size, shard=plan.rank)  # fmt: skip
     with tqdm(total=num_steps, desc=name, disable=not progress_bar) as bar:
         for step in range(num_steps):
             index, position = next(batches)
             kl.weight = kl_scale[position]
             try:
-                loss = svi.step(x, y) if index is None else svi.step(x[index], y[index])
+                batch = (x, y) if index is None else (x[index], y[index])
+                loss = svi.step(*batch) if plan is None else _averaged_step(svi, plan, batch)
             except ValueError as error:  # Pyro's check of a distribution's parameters
                 if step == 0 or not left_support(error):
                     raise
@@ -482,6 +502,18 @@ def _fit_guide(
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     return losses
+
+
+def _averaged_step(svi: SVI, plan: distributed.DataParallel, batch) -> float:
+    """Pyro's ``SVI.step`` with the gradients (and the loss) averaged over the
+    data-parallel ranks before the optimiser's update: the global minibatch's step."""
+    with poutine.trace(param_only=True) as captured:
+        loss = svi.loss_and_grads(svi.model, svi.guide, *batch)
+    params = {site["value"].unconstrained() for site in captured.trace.nodes.values()}
+    loss = plan.average(params, float(loss.detach() if torch.is_tensor(loss) else loss))
+    svi.optim(params)
+    pyro.infer.util.zero_grads(params)
+    return loss
 
 
 def epoch_losses(losses: list[float], num_batches: int) -> list[float]:
@@ -506,8 +538,10 @@ def fit_map(
     if start is not None:
         schedule["init_loc_fn"] = init_to_value(values=start)
     map_options = SVIOptions(**schedule)
+    plan = distributed.active()
+    rows = len(x) if plan is None else plan.global_rows(len(x))
     with pyro.get_param_store().scope():
-        guide = map_guide(ScaleDataPlate(len(x))(model), map_options)
+        guide = map_guide(ScaleDataPlate(rows)(model), map_options)
         losses = _fit_guide(
             x, y, name=name, guide=guide, options=map_options, shared=shared,
             progress_bar=progress_bar,
@@ -548,7 +582,9 @@ def run_svi_chain(
         options = replace(options, init_loc_fn=_map_values(
             model, x, y, name=name, options=options, shared=shared, progress_bar=progress_bar
         ))  # fmt: skip
-    guide = build_guide(ScaleDataPlate(len(x))(model), options)
+    plan = distributed.active()
+    rows = len(x) if plan is None else plan.global_rows(len(x))
+    guide = build_guide(ScaleDataPlate(rows)(model), options)
     loss_fn = None if build_loss is None else build_loss(model, options)
     began = time.perf_counter()
     losses = _fit_guide(
@@ -558,7 +594,7 @@ def run_svi_chain(
     steps_s = time.perf_counter() - began
     history = losses
     if options.kl_weighting != "uniform":  # a step's loss carries its batch's KL weight:
-        history = epoch_losses(losses, _num_batches(len(x), options.batch_size))
+        history = epoch_losses(losses, _num_batches(rows, options.batch_size))
     diagnostics, found = loss_diagnostics(history, method=name)
     try:
         draws = _guide_draws(guide, x, y, options.draws_per_chain)

@@ -1,0 +1,184 @@
+"""Scale-out on ``torch.distributed``: data-parallel SVI, and chains spread over ranks.
+
+Start one process per rank with ``torchrun`` (gloo on CPUs, NCCL on GPUs), initialise the
+process group, and call :func:`pyro_bnn.fit` on every rank with ``distributed=``:
+
+- ``"data"`` (SVI methods): each rank holds an equal shard of the rows. Every step, each
+  rank takes ``batch_size / world_size`` rows of its shard (the global minibatch is the
+  union), evaluates the ELBO with the data term scaled to the whole dataset, and the
+  gradients are averaged over ranks (DDP semantics) before the same optimiser update on
+  every rank. All ranks draw the guide's noise from the same seed, so the average is
+  exactly the gradient of the global minibatch's ELBO: the fit is the one-process fit on
+  the same global batches (:func:`simulated`), up to floating-point reduction order.
+- ``"chains"`` (every method): chain i runs on rank i mod world_size from the seed it
+  would have in one process; the chains are gathered on rank 0.
+
+``fit`` returns the :class:`~pyro_bnn.posterior.Posterior` on rank 0 (with every chain,
+and the training rows of every shard) and None on the other ranks.
+
+Example (two processes on one machine; on several machines add ``--nnodes``,
+``--node_rank`` and ``--rdzv-endpoint=HOST:PORT``)::
+
+    torchrun --nproc_per_node 2 my_script.py
+
+    # my_script.py
+    import torch.distributed as dist
+    from pyro_bnn import fit, zoo
+    dist.init_process_group("gloo")
+    rank, size = dist.get_rank(), dist.get_world_size()
+    x_shard, y_shard = x[rank::size], y[rank::size]  # equal shards
+    post = fit(zoo.build("mlp-regression", in_features=x.shape[1]), x_shard, y_shard,
+               method="meanfield", batch_size=256, distributed="data", seed=0)
+    if rank == 0:
+        post.save("posterior.safetensors")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+import torch.distributed as dist
+
+__all__ = ["MODES", "DataParallel", "active", "data_parallel", "simulated", "world"]
+
+MODES = ("data", "chains")
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """A data-parallel fit: ``world_size`` equal shards; ``rank`` is the shard this
+    process holds, or None when it holds all of them, concatenated in rank order
+    (:func:`simulated`)."""
+
+    world_size: int
+    rank: int | None = None
+
+    def global_rows(self, local_rows: int) -> int:
+        """Rows of the whole dataset."""
+        return local_rows if self.rank is None else local_rows * self.world_size
+
+    def shard_rows(self, local_rows: int) -> int:
+        """Rows of one shard."""
+        return local_rows // self.world_size if self.rank is None else local_rows
+
+    def step_rows(self, batch_size: int | None) -> int | None:
+        """Rows this process evaluates per step (None: its full batch): its shard's part of
+        a global minibatch of ``batch_size``, or the whole global minibatch in a
+        simulation. An error unless the shards split it evenly."""
+        if batch_size is None:
+            return None
+        if batch_size % self.world_size:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the "
+                             f"{self.world_size} data-parallel ranks")  # fmt: skip
+        return batch_size if self.rank is None else batch_size // self.world_size
+
+    def average(self, params, loss: float) -> float:
+        """Average the gradients of ``params`` (in the parameter store's name order, the
+        same on every rank) and the loss over ranks, in one all-reduce; the mean loss.
+        In a simulation (one process) nothing moves."""
+        if self.rank is None:
+            return loss
+        store = pyro.get_param_store()
+        ordered = sorted(params, key=store.param_name)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ordered]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_tensor([loss])])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        start = 0
+        for p, g in zip(ordered, grads, strict=True):
+            n = g.numel()
+            if p.grad is None:
+                p.grad = flat[start : start + n].view_as(p).clone()
+            else:
+                p.grad.copy_(flat[start : start + n].view_as(p))
+            start += n
+        return float(flat[-1])
+
+
+_ACTIVE: list[DataParallel] = []
+
+
+def active() -> DataParallel | None:
+    """The data-parallel fit this process is part of, if any."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextlib.contextmanager
+def data_parallel(plan: DataParallel) -> Iterator[DataParallel]:
+    """Run the SVI fits inside as part of ``plan``."""
+    _ACTIVE.append(plan)
+    try:
+        yield plan
+    finally:
+        _ACTIVE.pop()
+
+
+def simulated(world_size: int) -> contextlib.AbstractContextManager[DataParallel]:
+    """In one process, a fit on the global minibatches that a ``world_size``-rank
+    data-parallel fit would draw; the data are the ranks' equal shards concatenated in rank
+    order. The reference the data-parallel fit is tested against.
+
+    Example:
+        >>> import torch
+        >>> from pyro_bnn import fit, zoo
+        >>> from pyro_bnn.distributed import simulated
+        >>> x = torch.randn(40, 2); y = x.sum(1)
+        >>> with simulated(2):
+        ...     post = fit(zoo.build("mlp-regression", in_features=2, hidden=(4,)), x, y,
+        ...                method="map", batch_size=8, num_steps=5, progress_bar=False)
+        >>> len(post.losses[0])
+        5
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size}")
+    return data_parallel(DataParallel(world_size, None))
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "distributed= needs an initialised torch.distributed process group: start the "
+            "processes with torchrun and call torch.distributed.init_process_group('gloo') "
+            "(or 'nccl' on GPUs) first"
+        )
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shared_seed(seed: int | None) -> int:
+    """``seed``, or rank 0's random seed, the same on every rank."""
+    value = torch.tensor([-1 if seed is None else seed], dtype=torch.int64)
+    if seed is None and dist.get_rank() == 0:
+        value[0] = int(torch.randint(0, 2**31 - 1, ()))
+    dist.broadcast(value, src=0)
+    return int(value[0])
+
+
+def check_equal_shards(rows: int) -> None:
+    """Every rank holds ``rows`` rows, or a clear error on every rank."""
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([rows], dtype=torch.int64))
+    found = [int(s) for s in sizes]
+    if len(set(found)) > 1:
+        raise ValueError(f"data-parallel SVI needs equal shards; the ranks hold {found} rows: "
+                         "drop rows so that each holds the same number")  # fmt: skip
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The ranks' equal shards of ``tensor``, concatenated in rank order (on every rank)."""
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def gather_to_root(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (picklable) as a list on rank 0; None elsewhere."""
+    rank, size = world()
+    found = [None] * size if rank == 0 else None
+    dist.gather_object(value, found, dst=0)
+    return found

@@ -1,0 +1,111 @@
+"""Scale-out on torch.distributed (``pyro_bnn.distributed``), with 2 gloo processes on
+localhost.
+
+- Data-parallel SVI gives the loss trajectory of one process on the same global batches
+  (:func:`pyro_bnn.distributed.simulated`) within 1e-5 relative: the two compute the same
+  gradients, and differ only in the order of floating-point sums (the per-shard sums and
+  the all-reduce), which moves a float32 loss of this size by about 1e-7 relative.
+- Chains spread over the ranks give the draws of the same chains run in one process.
+"""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pyro_bnn import fit, load, zoo
+from pyro_bnn.distributed import simulated
+
+WORLD = 2
+ROWS = 64  # 32 per rank
+SVI = dict(method="meanfield", batch_size=16, num_steps=60, num_draws=10, seed=3,
+           progress_bar=False)  # fmt: skip
+CHAINS = dict(method="sgld", num_chains=3, num_samples=20, burn_in=20, batch_size=16,
+              seed=4, progress_bar=False)  # fmt: skip
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(ROWS, 2, generator=g)
+    return x, torch.sin(x[:, 0]) + 0.1 * torch.randn(ROWS, generator=g)
+
+
+def _model():
+    return zoo.build("mlp-regression", in_features=2, hidden=(8,))
+
+
+def _rank(rank: int, store: str, out: str, mode: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=WORLD)  # fmt: skip
+    try:
+        x, y = _data()
+        if mode == "data":
+            shard = slice(rank * ROWS // WORLD, (rank + 1) * ROWS // WORLD)
+            post = fit(_model(), x[shard], y[shard], distributed="data", **SVI)
+        else:
+            post = fit(_model(), x, y, distributed="chains", **CHAINS)
+        assert (post is None) == (rank != 0)
+        if rank == 0:
+            post.save(out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path, mode: str):
+    out = tmp_path / f"{mode}.safetensors"
+    mp.spawn(_rank, args=(str(tmp_path / "store"), str(out), mode), nprocs=WORLD, join=True)
+    return load(out)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_data_parallel_svi_is_the_one_process_fit_on_the_same_global_batches(tmp_path):
+    parallel = _spawn(tmp_path, "data")
+    x, y = _data()
+    with simulated(WORLD):
+        single = fit(_model(), x, y, **SVI)
+    assert len(parallel.losses[0]) == len(single.losses[0]) == SVI["num_steps"]
+    ours, ref = torch.tensor(parallel.losses[0]), torch.tensor(single.losses[0])
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=0), (ours - ref).abs().max()
+    assert torch.equal(parallel.x_train, x) and torch.equal(parallel.y_train, y)
+    for name, value in single.draws.items():
+        assert torch.allclose(parallel.draws[name], value, rtol=1e-4, atol=1e-5), name
+    assert parallel.options["distributed"] == "data"
+
+
+def test_the_global_batches_are_not_one_shard_repeated(tmp_path):
+    """The simulated fit differs from a plain fit on the same rows (the batches are
+    stratified over the shards), so the test above compares like with like."""
+    x, y = _data()
+    with simulated(WORLD):
+        stratified = fit(_model(), x, y, **SVI)
+    plain = fit(_model(), x, y, **SVI)
+    assert stratified.losses[0][0] == pytest.approx(plain.losses[0][0], rel=0.5)
+    assert stratified.losses[0][1:] != plain.losses[0][1:]
+
+
+def test_chains_spread_over_ranks_are_the_chains_of_one_process(tmp_path):
+    parallel = _spawn(tmp_path, "chains")
+    x, y = _data()
+    single = fit(_model(), x, y, chain_processes=1, **CHAINS)
+    assert parallel.num_chains == CHAINS["num_chains"]
+    for name, value in single.draws.items():
+        assert torch.equal(parallel.draws[name], value), name
+
+
+def test_without_a_process_group_the_error_says_how_to_start_one():
+    x, y = _data()
+    with pytest.raises(RuntimeError, match="torchrun"):
+        fit(_model(), x, y, distributed="data", **SVI)
+    with pytest.raises(ValueError, match="distributed must be one of"):
+        fit(_model(), x, y, distributed="everything", **SVI)
+
+
+def test_the_batch_must_split_evenly_over_the_shards():
+    x, y = _data()
+    with simulated(3), pytest.raises(ValueError, match="divisible by the 3 data-parallel"):
+        fit(_model(), x[:60], y[:60], **(SVI | dict(batch_size=16)))
