@@ -25,8 +25,10 @@ def test_readme_opens_with_demo_and_test_commands():
     assert test in ci.splitlines()
 
 
-def test_quick_start_runs():
+def test_quick_start_runs(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)  # it saves posteriors in the working directory
 
     code = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
