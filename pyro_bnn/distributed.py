@@ -3,13 +3,14 @@
 Start one process per rank with ``torchrun`` (gloo on CPUs, NCCL on GPUs), initialise the
 process group, and call :func:`pyro_bnn.fit` on every rank with ``distributed=``:
 
-- ``"data"`` (SVI methods): each rank holds an equal shard of the rows. Every step, each
+- ``"data"`` (SVI and SG-MCMC methods): each rank holds an equal shard of the rows. Every step, each
   rank takes ``batch_size / world_size`` rows of its shard (the global minibatch is the
   union), evaluates the ELBO with the data term scaled to the whole dataset, and the
   gradients are averaged over ranks (DDP semantics) before the same optimiser update on
   every rank. All ranks draw the guide's noise from the same seed, so the average is
-  exactly the gradient of the global minibatch's ELBO: the fit is the one-process fit on
-  the same global batches (:func:`simulated`), up to floating-point reduction order.
+  exactly the gradient of the global minibatch's ELBO (or potential, for SG-MCMC, whose
+  noise is shared the same way): the fit is the one-process fit on the same global
+  batches (:func:`simulated`), up to floating-point reduction order.
 - ``"chains"`` (every method): chain i runs on rank i mod world_size from the seed it
   would have in one process; the chains are gathered on rank 0.
 
@@ -98,6 +99,25 @@ class DataParallel:
                 p.grad.copy_(flat[start : start + n].view_as(p))
             start += n
         return float(flat[-1])
+
+    def average_flat(self, grad: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """A flat gradient and its potential averaged over ranks in one all-reduce (an
+        SG-MCMC step); unchanged in a simulation."""
+        if self.rank is None:
+            return grad, float(energy)
+        flat = torch.cat([grad.reshape(-1), energy.detach().reshape(1).to(grad.dtype)])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        return flat[:-1].view_as(grad), float(flat[-1])
+
+
+def shard_rows_index(rows: torch.Tensor, *, shard_rows: int, shards: int,
+                     shard: int | None) -> torch.Tensor:  # fmt: skip
+    """Positions ``rows`` within a shard as this process's row index: into its own shard,
+    or (``shard=None``, a simulation) into every shard, concatenated in rank order."""
+    if shard is not None or shards == 1:
+        return rows
+    return torch.cat([s * shard_rows + rows for s in range(shards)])
 
 
 _ACTIVE: list[DataParallel] = []

@@ -5,6 +5,8 @@ localhost.
   (:func:`pyro_bnn.distributed.simulated`) within 1e-5 relative: the two compute the same
   gradients, and differ only in the order of floating-point sums (the per-shard sums and
   the all-reduce), which moves a float32 loss of this size by about 1e-7 relative.
+- Data-parallel SG-MCMC (SGLD) gives the one-process chain on the same global batches,
+  up to the same rounding (compounded over its 40 steps: 1e-4 relative).
 - Chains spread over the ranks give the draws of the same chains run in one process.
 """
 
@@ -20,6 +22,8 @@ WORLD = 2
 ROWS = 64  # 32 per rank
 SVI = dict(method="meanfield", batch_size=16, num_steps=60, num_draws=10, seed=3,
            progress_bar=False)  # fmt: skip
+SGLD = dict(method="sgld", num_samples=20, burn_in=20, batch_size=16, step_size=1e-3,
+            seed=5, progress_bar=False)  # fmt: skip
 CHAINS = dict(method="sgld", num_chains=3, num_samples=20, burn_in=20, batch_size=16,
               seed=4, progress_bar=False)  # fmt: skip
 
@@ -40,9 +44,10 @@ def _rank(rank: int, store: str, out: str, mode: str) -> None:
                             world_size=WORLD)  # fmt: skip
     try:
         x, y = _data()
-        if mode == "data":
-            shard = slice(rank * ROWS // WORLD, (rank + 1) * ROWS // WORLD)
-            post = fit(_model(), x[shard], y[shard], distributed="data", **SVI)
+        shard = slice(rank * ROWS // WORLD, (rank + 1) * ROWS // WORLD)
+        if mode in ("data", "sgld"):
+            options = SVI if mode == "data" else SGLD
+            post = fit(_model(), x[shard], y[shard], distributed="data", **options)
         else:
             post = fit(_model(), x, y, distributed="chains", **CHAINS)
         assert (post is None) == (rank != 0)
@@ -75,6 +80,17 @@ def test_data_parallel_svi_is_the_one_process_fit_on_the_same_global_batches(tmp
     for name, value in single.draws.items():
         assert torch.allclose(parallel.draws[name], value, rtol=1e-4, atol=1e-5), name
     assert parallel.options["distributed"] == "data"
+
+
+def test_data_parallel_sgld_is_the_one_process_chain(tmp_path):
+    parallel = _spawn(tmp_path, "sgld")
+    x, y = _data()
+    with simulated(WORLD):
+        single = fit(_model(), x, y, **SGLD)
+    for name, value in single.draws.items():
+        assert torch.allclose(parallel.draws[name], value, rtol=1e-4, atol=1e-6), name
+    assert not torch.equal(single.draws["net.0.weight"][0, 0], single.draws[
+        "net.0.weight"][0, -1])  # the chain moved  # fmt: skip
 
 
 def test_the_global_batches_are_not_one_shard_repeated(tmp_path):

@@ -126,7 +126,7 @@ def _distributed_plan(mode: str, chosen, x: torch.Tensor, seed: int | None):
         return None, (rank, size), seed
     if not chosen.data_parallel:
         able = ", ".join(name for name, m in REGISTRY.items() if m.data_parallel)
-        raise ValueError(f"distributed='data' runs SVI methods ({able}); {chosen.name!r} is "
-                         "not one: use distributed='chains'")  # fmt: skip
+        raise ValueError(f"distributed='data' runs SVI and SG-MCMC methods ({able}); "
+                         f"{chosen.name!r} is not one: use distributed='chains'")  # fmt: skip
     check_equal_shards(len(x))
     return DataParallel(size, rank), (rank, size), seed

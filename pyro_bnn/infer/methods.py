@@ -40,7 +40,7 @@ class Method:
     ``predictive(options)``, if any, gives the method's own predictive where it replaces
     replaying the draws through the model (:class:`~pyro_bnn.posterior.MethodPredictive`,
     such as Laplace's linearised network), or None. ``data_parallel``: its chains can
-    run as data-parallel SVI over ranks (:mod:`pyro_bnn.distributed`).
+    run data-parallel over ranks (SVI and SG-MCMC) (:mod:`pyro_bnn.distributed`).
     """
 
     name: str
@@ -64,7 +64,7 @@ def _mcmc(name: str, options: type[Options], kernel: Callable, summary: str) -> 
 
 def _sgmcmc(name: str, options: type[Options], dynamics: type, summary: str) -> Method:
     run = partial(sgmcmc.run_sgmcmc_chain, dynamics=dynamics)
-    return Method(name, options, run, True, summary)
+    return Method(name, options, run, True, summary, data_parallel=True)
 
 
 _TABLE: tuple[Method, ...] = (

@@ -51,7 +51,9 @@ import torch
 from pyro.infer.autoguide import init_to_sample
 from tqdm import tqdm
 
+from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, not_finite_at_start, potential_diagnostics
+from pyro_bnn.distributed import shard_rows_index
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
@@ -315,15 +317,21 @@ class NoseHoover:
         return {"kinetic_temperature": self.kinetic, "thermostat": self.xi}
 
 
-def _minibatches(num_rows: int, batch_size: int | None) -> Iterator[torch.Tensor | None]:
+def _minibatches(
+    num_rows: int, batch_size: int | None, *, shards: int = 1, shard: int | None = None
+) -> Iterator[torch.Tensor | None]:
     """Row indices of each step's minibatch, or None for the full batch. Each minibatch is
     a fresh uniform subset, independent of the last (as the samplers' theory assumes: the
-    disjoint batches of an epoch would give anti-correlated gradient noise)."""
+    disjoint batches of an epoch would give anti-correlated gradient noise). With
+    ``shards`` equal shards of ``num_rows`` rows (data-parallel), ``batch_size / shards``
+    rows of each, at the same positions (:func:`~pyro_bnn.distributed.shard_rows_index`)."""
+    local = None if batch_size is None else batch_size // shards
     while True:
-        if batch_size is None or batch_size >= num_rows:
+        if local is None or local >= num_rows:
             yield None
         else:
-            yield torch.randperm(num_rows)[:batch_size]
+            rows = torch.randperm(num_rows)[:local]
+            yield shard_rows_index(rows, shard_rows=num_rows, shards=shards, shard=shard)
 
 
 def run_sgmcmc_chain(
@@ -340,8 +348,10 @@ def run_sgmcmc_chain(
 ) -> Chain:
     """One chain of ``dynamics`` (:class:`Langevin`, :class:`Hamiltonian` or
     :class:`NoseHoover`) on the minibatch potential, compiled once per process."""
+    plan = distributed.active()
     if "potential" not in shared:
-        scaled = ScaleDataPlate(len(x))(model)
+        rows = len(x) if plan is None else plan.global_rows(len(x))
+        scaled = ScaleDataPlate(rows)(model)
         layout = flat_layout(scaled, x, y)
         if layout is None:
             raise ValueError(f"{name} needs a model whose latent sites all sit outside plates")
@@ -353,7 +363,12 @@ def run_sgmcmc_chain(
     )
     began = time.perf_counter()
     state = dynamics(start, options)
-    batches = _minibatches(len(x), options.batch_size)
+    if plan is None:
+        batches = _minibatches(len(x), options.batch_size)
+    else:
+        plan.step_rows(options.batch_size)  # checks that the ranks split it evenly
+        batches = _minibatches(plan.shard_rows(len(x)), options.batch_size,
+                               shards=plan.world_size, shard=plan.rank)  # fmt: skip
     kept: list[torch.Tensor] = []
     stats: dict[str, list[float]] = {}
     first: list[float] = []  # the potential over the first hundredth of the steps
@@ -364,6 +379,9 @@ def run_sgmcmc_chain(
             xb, yb = (x, y) if index is None else (x[index], y[index])
             energy = potential(theta, xb, yb)
             (grad,) = torch.autograd.grad(energy, theta)
+            if plan is not None:  # the global minibatch's gradient and potential
+                grad, value = plan.average_flat(grad, energy)
+                energy = energy.new_tensor(value)
             if not torch.isfinite(grad).all():
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "gradient", x, y))

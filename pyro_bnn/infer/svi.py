@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, loss_diagnostics, not_finite_at_start
+from pyro_bnn.distributed import shard_rows_index
 from pyro_bnn.dwp import REVERSE_MODEL
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
 from pyro_bnn.infer import elbo
@@ -343,9 +344,7 @@ def _minibatches(
         order = torch.randperm(num_rows)
         for i, start in enumerate(range(0, num_rows - local + 1, local)):
             rows = order[start : start + local]
-            if shard is None and shards > 1:
-                rows = torch.cat([s * num_rows + rows for s in range(shards)])
-            yield rows, i
+            yield shard_rows_index(rows, shard_rows=num_rows, shards=shards, shard=shard), i
 
 
 DEFAULT_STEPS = 20_000
