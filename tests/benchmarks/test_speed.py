@@ -33,3 +33,23 @@ def test_protein_like_has_protein_shape():
     data = protein_like(rows=1000)
     assert data.x_train.shape == (900, 9) and data.x_test.shape == (100, 9)
     assert abs(float(data.y_train.mean())) < 0.2
+
+
+def test_a_ratio_needs_both_of_its_measurements(tmp_path):
+    """A reference the bench could not time (NumPyro's sampling swallowed by its compile
+    time, once reported as 0.000 ms and a ratio of 7.8·10⁹) prints "not measured" and no
+    ratio; so does one of ours."""
+    from benchmarks.speed.bench import _row, format_markdown
+
+    results = run_speed(SpeedConfig.tiny(numpyro=False), out=tmp_path)
+    results["numpyro"] = {
+        "svi_step_ms": None,
+        "nuts": {"3": {"not_measured": "its warm run took 1e-05 s, under 0.01 s"}},
+    }
+    table = format_markdown(results)
+    numpyro_rows = [
+        line for line in table.splitlines() if line.startswith("|") and "NumPyro" in line
+    ]
+    assert numpyro_rows and all("not measured | no ratio |" in r for r in numpyro_rows)
+    assert _row("x", None, " ms", "ref", 2.0) == "| x | not measured | ref 2.000 ms | no ratio |"
+    assert _row("x", 1.0, " ms", "ref", 2.0) == "| x | 1.000 ms | ref 2.000 ms | 0.50 |"
