@@ -37,7 +37,7 @@ Example (two processes on one machine; on several machines add ``--nnodes``,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,17 @@ class DataParallel:
         dist.all_reduce(flat)
         flat /= self.world_size
         return flat[:-1].view_as(grad), float(flat[-1])
+
+
+def minibatches(sampler: Callable[..., Iterator], rows: int, batch_size: int | None) -> Iterator:
+    """``sampler(rows, batch_size)``'s minibatch indices, or inside a data-parallel fit
+    the same sampler over the shards (``shards=``, ``shard=``): this rank's part of each
+    global minibatch (in a simulation, all of it)."""
+    plan = active()
+    if plan is None:
+        return sampler(rows, batch_size)
+    plan.step_rows(batch_size)  # checks that the ranks split it evenly
+    return sampler(plan.shard_rows(rows), batch_size, shards=plan.world_size, shard=plan.rank)
 
 
 def shard_rows_index(rows: torch.Tensor, *, shard_rows: int, shards: int,

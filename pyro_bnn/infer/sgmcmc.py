@@ -363,12 +363,7 @@ def run_sgmcmc_chain(
     )
     began = time.perf_counter()
     state = dynamics(start, options)
-    if plan is None:
-        batches = _minibatches(len(x), options.batch_size)
-    else:
-        plan.step_rows(options.batch_size)  # checks that the ranks split it evenly
-        batches = _minibatches(plan.shard_rows(len(x)), options.batch_size,
-                               shards=plan.world_size, shard=plan.rank)  # fmt: skip
+    batches = distributed.minibatches(_minibatches, len(x), options.batch_size)
     kept: list[torch.Tensor] = []
     stats: dict[str, list[float]] = {}
     first: list[float] = []  # the potential over the first hundredth of the steps

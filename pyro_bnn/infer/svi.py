@@ -468,12 +468,7 @@ def _fit_guide(
         train_model, train_guide = kl(train_model), (guide if custom_loss else kl(guide))
     svi = SVI(train_model, train_guide, ClippedAdam({"lr": options.lr, "lrd": decay}), loss_fn)
     losses: list[float] = []
-    if plan is None:
-        batches = _minibatches(len(x), options.batch_size)
-    else:
-        plan.step_rows(options.batch_size)  # checks that the ranks split it evenly
-        batches = _minibatches(plan.shard_rows(len(x)), options.batch_size,
-                               shards=plan.world_size, shard=plan.rank)  # fmt: skip
+    batches = distributed.minibatches(_minibatches, len(x), options.batch_size)
     with tqdm(total=num_steps, desc=name, disable=not progress_bar) as bar:
         for step in range(num_steps):
             index, position = next(batches)
