@@ -35,12 +35,15 @@ from dataclasses import dataclass
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
+from pyro_bnn.init import trace_at_support_zero
 from pyro_bnn.likelihoods import OBS_SITE
 from pyro_bnn.priors import base_distribution
 
-__all__ = ["Evaluation", "PointModel", "natural_parameters"]
+__all__ = ["Evaluation", "PointModel", "natural_parameters", "real_sites"]
 
 _JACOBIAN_ENTRIES = 20_000_000  # rows × outputs × parameters held at once
 
@@ -399,3 +402,20 @@ class PointModel:
         """The name of the last layer called through ``layer_output`` (None if none)."""
         ev = self.evaluate(self.theta, x[:1], None)
         return ev.capture.layers[-1][0] if ev.capture.layers else None
+
+
+def real_sites(model, x, y) -> tuple[list[str], list[str], str | None]:
+    """The model's real-valued latent sites (Laplace's), its other latent sites, and the
+    last layer it calls through ``layer_output``."""
+    with _Capture() as capture:
+        trace = trace_at_support_zero(model, x[:2], y[:2])
+    real, other = [], []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        support = site["fn"].support
+        while isinstance(support, constraints.independent):
+            support = support.base_constraint
+        (real if support is constraints.real else other).append(name)
+    last = capture.layers[-1][0] if capture.layers else None
+    return real, other, last

@@ -49,11 +49,9 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
-from torch.distributions import constraints
 
 from pyro_bnn import precision
-from pyro_bnn.curvature import PointModel
+from pyro_bnn.curvature import PointModel, real_sites
 from pyro_bnn.diagnostics import loss_diagnostics
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.svi import SVIOptions, fit_map
@@ -139,28 +137,9 @@ class GaussianPriors(Messenger):
         msg["fn"] = normal.to_event(len(fn.event_shape))
 
 
-def _real_sites(model, x, y) -> tuple[list[str], list[str], str | None]:
-    """The model's real-valued latent sites (Laplace's), its other latent sites, and the
-    last layer it calls through ``layer_output``."""
-    from pyro_bnn.curvature import _Capture
-
-    with _Capture() as capture:
-        trace = trace_at_support_zero(model, x[:2], y[:2])
-    real, other = [], []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
-            continue
-        support = site["fn"].support
-        while isinstance(support, constraints.independent):
-            support = support.base_constraint
-        (real if support is constraints.real else other).append(name)
-    last = capture.layers[-1][0] if capture.layers else None
-    return real, other, last
-
-
 def _subset(model, x, y, options: LaplaceOptions) -> tuple[list[str], list[str]]:
     """(Laplace's sites, the sites kept at the MAP), refusing what cannot be done."""
-    real, other, last = _real_sites(model, x, y)
+    real, other, last = real_sites(model, x, y)
     if options.subset == "last_layer":
         if last is None:
             raise ValueError(

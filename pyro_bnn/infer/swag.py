@@ -199,10 +199,9 @@ def curvature_rate(
     plus the prior's diagonal, over the real-valued sites) at ``values``, by power
     iteration on GGN-vector products over an evenly spaced subset of at most ``rows`` rows
     (the per-row curvature is an average over rows)."""
-    from pyro_bnn.curvature import PointModel
-    from pyro_bnn.infer.laplace import _real_sites
+    from pyro_bnn.curvature import PointModel, real_sites
 
-    real, _, _ = _real_sites(model, x, y)
+    real, _, _ = real_sites(model, x, y)
     point = PointModel(model, values, real)
     pick = torch.linspace(0, len(x) - 1, min(len(x), rows)).round().long().unique()
     matvec = point.ggn_matvec(x[pick], y[pick])
