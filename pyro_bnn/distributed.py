@@ -1,7 +1,8 @@
 """Scale-out on ``torch.distributed``: data-parallel SVI, and chains spread over ranks.
 
-Start one process per rank with ``torchrun`` (gloo on CPUs, NCCL on GPUs), initialise the
-process group, and call :func:`pyro_bnn.fit` on every rank with ``distributed=``:
+Start one process per rank with ``torchrun``, initialise the process group (gloo on CPUs,
+tested; NCCL on GPUs, written for but untested here), and call :func:`pyro_bnn.fit` on
+every rank with ``distributed=``:
 
 - ``"data"`` (SVI and SG-MCMC methods): each rank holds an equal shard of the rows. Every step, each
   rank takes ``batch_size / world_size`` rows of its shard (the global minibatch is the
@@ -45,7 +46,20 @@ import pyro
 import torch
 import torch.distributed as dist
 
-__all__ = ["MODES", "DataParallel", "active", "data_parallel", "simulated", "world"]
+__all__ = [
+    "MODES",
+    "DataParallel",
+    "active",
+    "check_shards",
+    "data_parallel",
+    "gather_rows",
+    "gather_to_root",
+    "minibatches",
+    "shared_seed",
+    "simulated",
+    "together",
+    "world",
+]
 
 MODES = ("data", "chains")
 
@@ -181,23 +195,64 @@ def world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _collective_device() -> torch.device:
+    """Where collective tensors live: this rank's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def together(enabled: bool = True) -> Iterator[None]:
+    """Run a step that may fail on some ranks only (input checks): every rank learns
+    whether any failed, so none is left waiting in a later collective. The rank that failed
+    raises its own error; the others a RuntimeError that says so."""
+    if not enabled:
+        yield
+        return
+    try:
+        yield
+    except Exception:
+        _any_failed(True)
+        raise
+    if _any_failed(False):
+        raise RuntimeError(
+            f"rank {dist.get_rank()}: another rank failed (its own error says why); "
+            "this rank stops too"
+        )
+
+
+def _any_failed(failed: bool) -> bool:
+    flag = torch.tensor([int(failed)], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def shared_seed(seed: int | None) -> int:
     """``seed``, or rank 0's random seed, the same on every rank."""
-    value = torch.tensor([-1 if seed is None else seed], dtype=torch.int64)
+    value = torch.tensor([-1 if seed is None else seed], dtype=torch.int64,
+                         device=_collective_device())  # fmt: skip
     if seed is None and dist.get_rank() == 0:
         value[0] = int(torch.randint(0, 2**31 - 1, ()))
     dist.broadcast(value, src=0)
     return int(value[0])
 
 
-def check_equal_shards(rows: int) -> None:
-    """Every rank holds ``rows`` rows, or a clear error on every rank."""
-    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([rows], dtype=torch.int64))
-    found = [int(s) for s in sizes]
-    if len(set(found)) > 1:
-        raise ValueError(f"data-parallel SVI needs equal shards; the ranks hold {found} rows: "
-                         "drop rows so that each holds the same number")  # fmt: skip
+def check_shards(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Every rank holds as many rows, of the same shape and target type, or a clear error
+    on every rank."""
+    device = _collective_device()
+    mine = torch.tensor([len(x), x[0].numel() if len(x) else 0, int(torch.is_floating_point(y))],
+                        dtype=torch.int64, device=device)  # fmt: skip
+    found = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(found, mine)
+    rows, features, floats = zip(*(t.tolist() for t in found), strict=True)
+    if len(set(rows)) > 1:
+        raise ValueError(f"data-parallel fits need equal shards; the ranks hold {list(rows)} "
+                         "rows: drop rows so that each holds the same number")  # fmt: skip
+    if len(set(features)) > 1 or len(set(floats)) > 1:
+        raise ValueError(f"the ranks' shards differ in their features per row {list(features)} "
+                         f"or target type (float: {list(floats)})")  # fmt: skip
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,9 @@ def save(posterior: Posterior, path: str | os.PathLike) -> None:
         raise IsADirectoryError(f"cannot save a posterior to {path}: it is a directory")
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
@@ -152,7 +155,7 @@ def to_bytes(posterior: Posterior) -> bytes:
         writer.tensor(value, f"draws/{name}")
     writer.tensor(posterior.x_train, "x_train")
     writer.tensor(posterior.y_train, "y_train")
-    header["sha256"] = _digest(tensors)
+    header["sha256"] = _digest(tensors, header)
     return save_tensors(tensors, metadata={HEADER_KEY: json.dumps(header)})
 
 
@@ -171,8 +174,9 @@ def from_bytes(data: bytes, *, model: Any = None, source: str = "the data") -> P
     _check_sites(model, header, draws, reader, source)
     _load_model_state(model, header.get("model_state"), reader, source)
     options = reader.tree(header["options"])
-    restorable = {k: v for k, v in options.items() if k != "method" and not _is_repr(v)}
     chosen = REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(chosen.options)}  # not method, distributed
+    restorable = {k: v for k, v in options.items() if k in fields and not _is_repr(v)}
     predictive = None
     if chosen.predictive is not None:
         predictive = chosen.predictive(parse_options(chosen.options, name, restorable))
@@ -325,8 +329,11 @@ def _constraint(spec: dict, name: str, source: str) -> Any:
     raise PosteriorFileError(f"{source}: parameter {name!r} has an unknown constraint {label!r}")
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> str:
+    """SHA-256 of the header (less this digest) and of every tensor's name, type and bytes."""
     digest = hashlib.sha256()
+    rest = {k: v for k, v in header.items() if k != "sha256"}
+    digest.update(json.dumps(rest, sort_keys=True).encode())
     for key in sorted(tensors):
         value = tensors[key]
         digest.update(key.encode())
@@ -381,9 +388,9 @@ def _read(data: bytes, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = load_tensors(bytes(data))
     except Exception as error:  # safetensors' own errors name the defect
         raise PosteriorFileError(f"{source} is corrupt or truncated: {error}") from None
-    if _digest(tensors) != header.get("sha256"):
-        raise PosteriorFileError(f"{source} is corrupt: its tensors do not match the "
-                                 "checksum written with them")  # fmt: skip
+    if _digest(tensors, header) != header.get("sha256"):
+        raise PosteriorFileError(f"{source} is corrupt: its header and tensors do not match "
+                                 "the checksum written with them")  # fmt: skip
     return header, tensors
 
 

@@ -38,6 +38,66 @@ def _model():
     return zoo.build("mlp-regression", in_features=2, hidden=(8,))
 
 
+class FailsOnRankOne(torch.nn.Module):
+    """The zoo MLP, which raises on rank 1 once its chain is running (after the checks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls = _model(), 0
+
+    def forward(self, x, y=None):
+        self.calls += 1
+        if dist.get_rank() == 1 and self.calls > 3:
+            raise ValueError("boom on rank 1")
+        return self.net(x, y)
+
+
+def _failing_rank(rank: int, store: str, out: str, mode: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=WORLD)  # fmt: skip
+    x, y = _data()
+    try:
+        if mode == "bad-shard":
+            if rank == 1:
+                y = y.clone()
+                y[ROWS // WORLD + 3] = float("nan")  # a row of its own shard
+            shard = slice(rank * ROWS // WORLD, (rank + 1) * ROWS // WORLD)
+            fit(_model(), x[shard], y[shard], distributed="data", **SVI)
+        else:
+            fit(FailsOnRankOne(), x, y, distributed="chains", **(CHAINS | dict(num_chains=2)))
+        outcome = "no error"
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(outcome)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", ["bad-shard", "failing-chain"])
+def test_a_rank_that_fails_stops_every_rank(mode, tmp_path):
+    """A NaN in one rank's shard, or a chain that raises on one rank, ends the fit on every
+    rank with an error (no rank left waiting in a collective)."""
+    out = str(tmp_path / "outcome")
+    mp.spawn(_failing_rank, args=(str(tmp_path / "store"), out, mode), nprocs=WORLD, join=True)
+    zero, one = (open(f"{out}.{r}").read() for r in range(WORLD))
+    if mode == "bad-shard":
+        assert one.startswith("ValueError") and "y" in one and "NaN" in one, one
+        assert zero.startswith("RuntimeError: rank 0: another rank failed"), zero
+    else:
+        assert one.startswith("ValueError: boom on rank 1"), one
+        assert zero.startswith("RuntimeError: a chain failed on another rank: rank 1"), zero
+
+
+def test_a_simulation_keeps_its_chains_in_this_process():
+    """Worker processes would not see the simulation: its chains run here."""
+    x, y = _data()
+    with simulated(WORLD):
+        here = fit(_model(), x, y, num_chains=2, chain_processes=1, **SVI)
+        asked = fit(_model(), x, y, num_chains=2, chain_processes=2, **SVI)
+    assert here.losses == asked.losses
+
+
 def _rank(rank: int, store: str, out: str, mode: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,

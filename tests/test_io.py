@@ -29,13 +29,18 @@ def posterior():
 
 
 def _rewrite_header(data: bytes, change) -> bytes:
-    """The file with its pyro_bnn header changed by ``change(header)`` (tensors kept)."""
+    """The file with its pyro_bnn header changed by ``change(header)`` (tensors kept) and
+    its checksum recomputed, as a deliberate forger would."""
     from safetensors.torch import load as load_tensors
+
+    from pyro_bnn.io import _digest
 
     size = int.from_bytes(data[:8], "little")
     header = json.loads(json.loads(data[8 : 8 + size])["__metadata__"][HEADER_KEY])
     change(header)
-    return save_tensors(load_tensors(data), metadata={HEADER_KEY: json.dumps(header)})
+    tensors = load_tensors(data)
+    header["sha256"] = _digest(tensors, header)
+    return save_tensors(tensors, metadata={HEADER_KEY: json.dumps(header)})
 
 
 def test_a_zoo_model_is_rebuilt_from_the_file(posterior, tmp_path):
@@ -56,7 +61,13 @@ def test_a_learned_noise_parameter_and_its_constraint_survive(tmp_path):
     post = fit(model, X, Y, method="map", num_steps=50, progress_bar=False, seed=1)
     post.save(tmp_path / "map.safetensors")
     again = load(tmp_path / "map.safetensors")
-    assert again.param_states[0]["constraints"].keys() == post.param_states[0]["constraints"].keys()
+    saved, loaded = post.param_states[0]["constraints"], again.param_states[0]["constraints"]
+    assert saved.keys() == loaded.keys() and saved
+    for name, constraint in saved.items():  # the same constraint objects (Pyro's singletons)
+        assert type(loaded[name]) is type(constraint), name
+        assert getattr(loaded[name], "base_constraint", None) is getattr(
+            constraint, "base_constraint", None), name  # fmt: skip
+        assert repr(loaded[name]) == repr(constraint), name
     assert torch.equal(again.predict(X, seed=0).mean, post.predict(X, seed=0).mean)
 
 
@@ -112,8 +123,16 @@ def test_truncated_empty_and_foreign_files_are_named(posterior, tmp_path):
 def test_a_flipped_byte_in_the_tensors_is_caught(posterior):
     data = bytearray(to_bytes(posterior))
     data[-5] ^= 0xFF
-    with pytest.raises(PosteriorFileError, match="corrupt: its tensors do not match"):
+    with pytest.raises(PosteriorFileError, match="corrupt: its header and tensors do not"):
         from_bytes(bytes(data))
+
+
+def test_an_edited_header_without_its_checksum_is_caught(posterior):
+    data = to_bytes(posterior)
+    edited = data.replace(b'\\"num_draws\\": 30', b'\\"num_draws\\": 31')
+    assert edited != data
+    with pytest.raises(PosteriorFileError, match="corrupt: its header and tensors do not"):
+        from_bytes(edited)
 
 
 def test_a_newer_format_version_says_to_upgrade(posterior):
@@ -145,6 +164,26 @@ def test_loading_runs_no_code_from_the_file(posterior):
 
     with pytest.raises(PosteriorFileError, match="unknown method '__import__'"):
         from_bytes(_rewrite_header(to_bytes(posterior), hostile_method))
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("laplace", dict(num_steps=100, hessian_structure="kron", num_draws=20)),
+        ("swag", dict(num_steps=100, swa_epochs=5, burn_in_epochs=1, num_draws=10)),
+        ("dvi", dict(num_steps=100, num_draws=20)),
+    ],
+)
+def test_a_method_state_comes_back_on_a_rebuilt_zoo_model(method, options, tmp_path):
+    """Laplace's Gaussian, SWAG's moments and DVI's moments come back from the file alone;
+    the rebuilt zoo model predicts what the fitted one did."""
+    model = zoo.build("mlp-regression", in_features=1, hidden=(6,))
+    post = fit(model, X, Y, method=method, progress_bar=False, seed=2, **options)
+    post.save(tmp_path / "p.safetensors")
+    again = load(tmp_path / "p.safetensors")
+    assert type(again.states[0]) is type(post.states[0])
+    a, b = post.predict(X, seed=4), again.predict(X, seed=4)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std)
 
 
 def test_options_that_are_not_data_are_kept_as_text(tmp_path):

@@ -27,10 +27,11 @@ from pyro_bnn.device import as_device, placed
 from pyro_bnn.distributed import (
     MODES,
     DataParallel,
-    check_equal_shards,
+    check_shards,
     data_parallel,
     gather_rows,
     shared_seed,
+    together,
     world,
 )
 from pyro_bnn.infer.chains import run_method
@@ -66,8 +67,8 @@ def fit(
     Inputs may be numpy arrays or tensors; they are converted to float32 (labels to
     int64). Each chain runs in its own Pyro parameter store, kept in
     ``Posterior.param_states``. ``device`` (e.g. ``"cuda"``) places the model, the data and
-    the inference on that torch device (chains then run in this process); the posterior
-    stays there and predicts there (default: where the model's tensors are, the CPU).
+    the inference on that torch device (the model is moved there; chains then run in this
+    process); the posterior stays there and predicts there (default: the CPU).
     ``distributed``: ``"data"`` (data-parallel SVI: ``x``, ``y`` are this rank's shard) or
     ``"chains"`` (chains spread over ranks), inside an initialised ``torch.distributed``
     process group; the posterior is returned on rank 0, None on the other ranks (see
@@ -76,22 +77,25 @@ def fit(
     chosen = lookup(method)
     parsed = parse_options(chosen.options, method, options)
     check_seed(seed)
-    x = as_inputs(x, name="x")
-    y = as_targets(y, rows=len(x), name="y")
-    place = torch.device("cpu") if device is None else as_device(device)
+    if distributed is not None:
+        _check_mode(distributed, chosen)
+    with together(distributed is not None):  # a rank's bad shard stops every rank
+        x = as_inputs(x, name="x")
+        y = as_targets(y, rows=len(x), name="y")
+        place = torch.device("cpu") if device is None else as_device(device)
     if device is not None:
         if isinstance(model, torch.nn.Module):
             model.to(place)
         x, y = x.to(place), y.to(place)
     plan, ranks = None, None
     if distributed is not None:
-        plan, ranks, seed = _distributed_plan(distributed, chosen, x, seed)
+        plan, ranks, seed = _distributed_plan(distributed, x, y, seed)
     if seed is not None:
         pyro.set_rng_seed(seed)
     with placed(place), contextlib.ExitStack() as stack:
         if plan is not None:
             stack.enter_context(data_parallel(plan))
-        with pyro.get_param_store().scope():
+        with together(distributed is not None), pyro.get_param_store().scope():
             check_model(model, x, y)
             if chosen.precheck is not None:
                 chosen.precheck(model, x, y, parsed)
@@ -116,17 +120,23 @@ def fit(
     return posterior
 
 
-def _distributed_plan(mode: str, chosen, x: torch.Tensor, seed: int | None):
-    """(data-parallel plan or None, (rank, world size), the seed every rank shares)."""
+def _check_mode(mode: str, chosen) -> None:
+    """A known mode that ``chosen`` supports, inside a process group (the same verdict on
+    every rank: it depends on the arguments alone)."""
     if mode not in MODES:
         raise ValueError(f"distributed must be one of {MODES} or None, got {mode!r}")
+    world()
+    if mode == "data" and not chosen.data_parallel:
+        able = ", ".join(name for name, m in REGISTRY.items() if m.data_parallel)
+        raise ValueError(f"distributed='data' runs SVI and SG-MCMC methods ({able}); "
+                         f"{chosen.name!r} is not one: use distributed='chains'")  # fmt: skip
+
+
+def _distributed_plan(mode: str, x: torch.Tensor, y: torch.Tensor, seed: int | None):
+    """(data-parallel plan or None, (rank, world size), the seed every rank shares)."""
     rank, size = world()
     seed = shared_seed(seed)
     if mode == "chains":
         return None, (rank, size), seed
-    if not chosen.data_parallel:
-        able = ", ".join(name for name, m in REGISTRY.items() if m.data_parallel)
-        raise ValueError(f"distributed='data' runs SVI and SG-MCMC methods ({able}); "
-                         f"{chosen.name!r} is not one: use distributed='chains'")  # fmt: skip
-    check_equal_shards(len(x))
+    check_shards(x, y)
     return DataParallel(size, rank), (rank, size), seed

@@ -138,7 +138,7 @@ def _noise_scale(
     sd = obs.noise_var.double().clamp_min(0).sqrt().median(-1).values
     if bool((sd == sd[0]).all()):
         return None
-    return sd.numpy()
+    return sd.cpu().numpy()
 
 
 def _remedy(options: Options) -> str:
@@ -307,16 +307,37 @@ def _run_over_ranks(
 
     rank, size = ranks
     mine = list(range(rank, len(seeds), size))
-    chains = _run_group(method, model, x, y, seeds=[seeds[i] for i in mine], options=options,
-                        progress_bar=progress_bar, keep_runners=False)  # fmt: skip
-    gathered = gather_to_root(list(zip(mine, chains, strict=True)))
+    failure: Exception | None = None
+    try:
+        chains = _run_group(method, model, x, y, seeds=[seeds[i] for i in mine],
+                            options=options, progress_bar=progress_bar,
+                            keep_runners=False)  # fmt: skip
+        cpu = torch.device("cpu")
+        payload: tuple = ("ok", [(i, _on(c, cpu)) for i, c in zip(mine, chains, strict=True)])
+    except Exception as error:  # rank 0 must hear of it, not wait for it
+        failure, payload = error, ("failed", f"rank {rank}: {type(error).__name__}: {error}")
+    gathered = gather_to_root(payload)
+    if failure is not None:
+        raise failure
     if gathered is None:
         return None
+    errors = [part for status, part in gathered if status == "failed"]
+    if errors:
+        raise RuntimeError(f"a chain failed on another rank: {errors[0]}")
     ordered: list[Chain | None] = [None] * len(seeds)
-    for part in gathered:
+    for _, part in gathered:
         for index, chain in part:
-            ordered[index] = chain
+            ordered[index] = _on(chain, x.device)
     return ordered  # type: ignore[return-value]
+
+
+def _on(chain: Chain, device: torch.device) -> Chain:
+    """``chain`` with its draws and parameters on ``device`` (chains travel between ranks
+    on the CPU)."""
+    chain.draws = {k: v.to(device) for k, v in chain.draws.items()}
+    params = chain.param_state.get("params", {})
+    chain.param_state["params"] = {k: v.to(device) for k, v in params.items()}
+    return chain
 
 
 def run_method(
@@ -356,7 +377,8 @@ def run_method(
             x,
             y,
             seeds=seeds,
-            processes=1 if ranks is not None else processes,
+            # a worker process would not be part of the data-parallel fit (or simulation)
+            processes=1 if ranks is not None or active() is not None else processes,
             options=options,
             progress_bar=progress_bar,
         )

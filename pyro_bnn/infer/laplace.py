@@ -274,8 +274,8 @@ def _lowrank(point, x, y, options: LaplaceOptions, d0, *, empirical: bool) -> pr
     rank = min(options.rank, size - 1)
 
     def whitened(vector: np.ndarray) -> np.ndarray:
-        v = torch.as_tensor(vector, dtype=torch.float64).reshape(-1)
-        return (root * matvec(root * v)).numpy()
+        v = torch.as_tensor(vector, dtype=torch.float64, device=root.device).reshape(-1)
+        return (root * matvec(root * v)).cpu().numpy()
 
     operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=whitened, dtype=np.float64)
     values, vectors = scipy.sparse.linalg.eigsh(operator, k=rank, which="LA")

@@ -372,8 +372,14 @@ def run_sgmcmc_chain(
             index = next(batches)
             theta = state.theta.detach().requires_grad_(True)
             xb, yb = (x, y) if index is None else (x[index], y[index])
-            energy = potential(theta, xb, yb)
-            (grad,) = torch.autograd.grad(energy, theta)
+            try:
+                energy = potential(theta, xb, yb)
+                (grad,) = torch.autograd.grad(energy, theta)
+            except Exception:
+                if plan is not None:  # the other ranks wait in the all-reduce: send NaN
+                    nan = torch.full_like(theta, math.nan)
+                    plan.average_flat(nan, nan[0])
+                raise
             if plan is not None:  # the global minibatch's gradient and potential
                 grad, value = plan.average_flat(grad, energy)
                 energy = energy.new_tensor(value)

@@ -501,8 +501,13 @@ def _fit_guide(
 def _averaged_step(svi: SVI, plan: distributed.DataParallel, batch) -> float:
     """Pyro's ``SVI.step`` with the gradients (and the loss) averaged over the
     data-parallel ranks before the optimiser's update: the global minibatch's step."""
-    with poutine.trace(param_only=True) as captured:
-        loss = svi.loss_and_grads(svi.model, svi.guide, *batch)
+    try:
+        with poutine.trace(param_only=True) as captured:
+            loss = svi.loss_and_grads(svi.model, svi.guide, *batch)
+    except Exception:  # the other ranks wait in the all-reduce: send them a NaN loss
+        store = pyro.get_param_store()
+        plan.average({store[name].unconstrained() for name in store.keys()}, math.nan)
+        raise
     params = {site["value"].unconstrained() for site in captured.trace.nodes.values()}
     loss = plan.average(params, float(loss.detach() if torch.is_tensor(loss) else loss))
     svi.optim(params)
