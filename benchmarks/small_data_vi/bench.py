@@ -48,11 +48,23 @@ VARIANTS = (
     Variant("meanfield, empirical Bayes", "meanfield", learn="layer"),
     Variant("meanfield, init at the MAP", "meanfield", options={"init": "map"}),
     Variant("meanfield, noise fixed at 0.15 (the truth)", "meanfield", noise_scale=0.15),
+    Variant(
+        "meanfield, noise fixed at 0.15, init at the MAP",
+        "meanfield",
+        noise_scale=0.15,
+        options={"init": "map"},
+    ),
     Variant("meanfield, kl_weight 0.01 (tempered)", "meanfield", options={"kl_weight": 0.01}),
     Variant("lowrank (rank 10)", "lowrank", options={"rank": 10}),
     Variant("lowrank (rank 10), empirical Bayes", "lowrank", learn="layer", options={"rank": 10}),
     Variant(
         "lowrank (rank 10), noise fixed at 0.15", "lowrank", noise_scale=0.15, options={"rank": 10}
+    ),
+    Variant(
+        "lowrank (rank 10), noise fixed at 0.15, init at the MAP",
+        "lowrank",
+        noise_scale=0.15,
+        options={"rank": 10, "init": "map"},
     ),
     Variant("dvi", "dvi"),
     Variant("dvi, empirical Bayes", "dvi", learn="layer"),
