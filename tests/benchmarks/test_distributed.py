@@ -12,7 +12,7 @@ def test_the_bench_measures_one_and_two_processes(tmp_path, capsys):
     assert sorted(r["processes"] for r in document["runs"]) == [1, 2]
     assert all(r["steps"] == 20 and r["steps_per_s"] > 0 for r in document["runs"])
     report = (tmp_path / "results.md").read_text()
-    assert "| 1 |" in report and "| 2 |" in report and "1.00×" in report
+    assert "| 64 | 1 |" in report and "| 64 | 2 |" in report and "1.00×" in report
 
 
 def test_bad_process_counts_are_refused(tmp_path, capsys):

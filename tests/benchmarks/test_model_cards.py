@@ -115,3 +115,21 @@ def test_readme_uci_tables_quote_the_report(marker):
     for dataset, row in quoted.items():
         for column, (title, source) in README_UCI_TABLES[marker].items():
             assert row[column] == tables[title][dataset][source], (dataset, column)
+
+
+def test_readme_distributed_table_quotes_the_committed_report():
+    """The README's scaling table is the table of `bench distributed`'s committed report,
+    and that report is the report of its committed records."""
+    import json
+
+    from benchmarks.distributed import format_markdown
+
+    results = ROOT / "benchmarks" / "distributed"
+    report = (results / "results.md").read_text()
+    assert report == format_markdown(json.loads((results / "results.json").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    marker = "<!-- distributed table"
+    assert marker in readme, "the README lost its distributed table"
+    quoted = readme.split(marker, 1)[1].split("\n", 1)[1]
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert quoted.splitlines()[: len(table)] == table
