@@ -10,6 +10,8 @@ localhost.
 - Chains spread over the ranks give the draws of the same chains run in one process.
 """
 
+import datetime
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -71,6 +73,7 @@ def _failing_rank(rank: int, store: str, out: str, mode: str) -> None:
         outcome = f"{type(error).__name__}: {error}"
     with open(f"{out}.{rank}", "w") as f:
         f.write(outcome)
+    dist.barrier()  # tear down together: gloo aborts a rank left alone
     dist.destroy_process_group()
 
 
@@ -114,7 +117,9 @@ def _rank(rank: int, store: str, out: str, mode: str) -> None:
         if rank == 0:
             post.save(out)
     finally:
-        dist.destroy_process_group()
+        # tear down together (gloo aborts a rank left alone), not waiting for a dead one
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+    dist.destroy_process_group()
 
 
 def _spawn(tmp_path, mode: str):

@@ -55,6 +55,7 @@ def main() -> None:
         }
         with open(args.out, "w") as f:
             json.dump(record, f)
+    dist.barrier()  # tear down together: gloo aborts a rank left alone
     dist.destroy_process_group()
 
 
