@@ -27,7 +27,7 @@ def test_an_unknown_bench_lists_the_benches(monkeypatch, capsys):
     assert main(["bench", "warp"]) == 2
     err = capsys.readouterr().err
     assert "unknown bench 'warp'" in err
-    assert "has dwp, mnist-bbb, modes, small-data-vi, speed, uci" in err
+    assert "has distributed, dwp, mnist-bbb, modes, small-data-vi, speed, uci" in err
 
 
 def test_python_m_runs_a_bench_from_the_root():
