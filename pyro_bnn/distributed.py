@@ -54,9 +54,11 @@ __all__ = [
     "data_parallel",
     "gather_rows",
     "gather_to_root",
+    "global_rows",
     "minibatches",
     "shared_seed",
     "simulated",
+    "step_rows",
     "together",
     "world",
 ]
@@ -101,9 +103,9 @@ class DataParallel:
         store = pyro.get_param_store()
         ordered = sorted(params, key=store.param_name)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ordered]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_tensor([loss])])
-        dist.all_reduce(flat)
-        flat /= self.world_size
+        flat = _mean_over_ranks(
+            torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_tensor([loss])])
+        )
         start = 0
         for p, g in zip(ordered, grads, strict=True):
             n = g.numel()
@@ -119,10 +121,28 @@ class DataParallel:
         SG-MCMC step); unchanged in a simulation."""
         if self.rank is None:
             return grad, float(energy)
-        flat = torch.cat([grad.reshape(-1), energy.detach().reshape(1).to(grad.dtype)])
-        dist.all_reduce(flat)
-        flat /= self.world_size
+        flat = _mean_over_ranks(
+            torch.cat([grad.reshape(-1), energy.detach().reshape(1).to(grad.dtype)])
+        )
         return flat[:-1].view_as(grad), float(flat[-1])
+
+
+def _mean_over_ranks(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` averaged over the ranks, in place, in one all-reduce."""
+    dist.all_reduce(flat)
+    return flat.div_(dist.get_world_size())
+
+
+def global_rows(local_rows: int) -> int:
+    """Rows of the whole dataset that ``local_rows`` (this process's) belong to."""
+    plan = active()
+    return local_rows if plan is None else plan.global_rows(local_rows)
+
+
+def step_rows(batch_size: int | None) -> int | None:
+    """Rows this process evaluates per step of minibatches of ``batch_size``."""
+    plan = active()
+    return batch_size if plan is None else plan.step_rows(batch_size)
 
 
 def minibatches(sampler: Callable[..., Iterator], rows: int, batch_size: int | None) -> Iterator:

@@ -170,7 +170,7 @@ def from_bytes(data: bytes, *, model: Any = None, source: str = "the data") -> P
         raise PosteriorFileError(f"{source} names an unknown method {name!r}")
     reader = _Reader(tensors, source)
     draws = {k: reader.tensor(f"draws/{k}") for k in header["sites"]}
-    model = _resolve_model(header, model, source, tensors)
+    model = _resolve_model(header, model, reader)
     _check_sites(model, header, draws, reader, source)
     _load_model_state(model, header.get("model_state"), reader, source)
     options = reader.tree(header["options"])
@@ -446,7 +446,8 @@ def _read_param_state(reader: _Reader, node: dict) -> dict:
     return {"params": params, "constraints": found}
 
 
-def _resolve_model(header: dict, model: Any, source: str, reader_tensors) -> Any:
+def _resolve_model(header: dict, model: Any, reader: _Reader) -> Any:
+    source = reader.source
     spec = header.get("model", {})
     if model is not None:
         return model
@@ -463,7 +464,7 @@ def _resolve_model(header: dict, model: Any, source: str, reader_tensors) -> Any
         zoo.entry(zoo_spec["name"])
     except ValueError as error:
         raise PosteriorFileError(f"{source}: {error}") from None
-    return zoo.build(zoo_spec["name"], **_Reader(reader_tensors, source).tree(zoo_spec["kwargs"]))
+    return zoo.build(zoo_spec["name"], **reader.tree(zoo_spec["kwargs"]))
 
 
 def _check_sites(model, header: dict, draws: dict, reader: _Reader, source: str) -> None:

@@ -109,14 +109,11 @@ def fit(
             progress_bar=progress_bar and (ranks is None or ranks[0] == 0),
             ranks=ranks,
         )
-    if plan is not None:  # the posterior holds every shard's rows
-        x_all, y_all = gather_rows(x), gather_rows(y)
-        if posterior is not None:
-            posterior.x_train, posterior.y_train = x_all, y_all
-            posterior.options["distributed"] = distributed
-        return posterior if ranks[0] == 0 else None
     if posterior is not None and distributed is not None:
         posterior.options["distributed"] = distributed
+    if plan is not None:  # the posterior holds every shard's rows, on rank 0 only
+        posterior.x_train, posterior.y_train = gather_rows(x), gather_rows(y)
+        return posterior if ranks[0] == 0 else None
     return posterior
 
 

@@ -350,8 +350,7 @@ def run_sgmcmc_chain(
     :class:`NoseHoover`) on the minibatch potential, compiled once per process."""
     plan = distributed.active()
     if "potential" not in shared:
-        rows = len(x) if plan is None else plan.global_rows(len(x))
-        scaled = ScaleDataPlate(rows)(model)
+        scaled = ScaleDataPlate(distributed.global_rows(len(x)))(model)
         layout = flat_layout(scaled, x, y)
         if layout is None:
             raise ValueError(f"{name} needs a model whose latent sites all sit outside plates")

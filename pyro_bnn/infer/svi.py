@@ -383,9 +383,8 @@ def _loss(scaled_model, guide, x, y, *, options: SVIOptions, shared: dict[str, A
         if "potential" not in shared:
             shared["potential"] = flat_potential(scaled_model, x, y, backend=options.backend)
             if shared["potential"] is not None:
-                plan = distributed.active()
-                rows = options.batch_size if plan is None else plan.step_rows(options.batch_size)
-                rows = rows or len(x)  # compile for the batches' shape, before the steps
+                # compile for the batches' shape, before the steps
+                rows = distributed.step_rows(options.batch_size) or len(x)
                 if options.adversarial_epsilon is not None:
                     rows = 2 * min(rows, len(x))
                 xs, ys = torch.cat([x, x]), torch.cat([y, y])
@@ -445,7 +444,7 @@ def _fit_guide(
     """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history."""
     scaled_model = guide.model
     plan = distributed.active()
-    rows = len(x) if plan is None else plan.global_rows(len(x))
+    rows = distributed.global_rows(len(x))
     num_steps = _num_steps(options, rows)
     final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
     decay = (final_lr / options.lr) ** (1 / num_steps)
@@ -537,8 +536,7 @@ def fit_map(
     if start is not None:
         schedule["init_loc_fn"] = init_to_value(values=start)
     map_options = SVIOptions(**schedule)
-    plan = distributed.active()
-    rows = len(x) if plan is None else plan.global_rows(len(x))
+    rows = distributed.global_rows(len(x))
     with pyro.get_param_store().scope():
         guide = map_guide(ScaleDataPlate(rows)(model), map_options)
         losses = _fit_guide(
@@ -581,8 +579,7 @@ def run_svi_chain(
         options = replace(options, init_loc_fn=_map_values(
             model, x, y, name=name, options=options, shared=shared, progress_bar=progress_bar
         ))  # fmt: skip
-    plan = distributed.active()
-    rows = len(x) if plan is None else plan.global_rows(len(x))
+    rows = distributed.global_rows(len(x))
     guide = build_guide(ScaleDataPlate(rows)(model), options)
     loss_fn = None if build_loss is None else build_loss(model, options)
     began = time.perf_counter()
