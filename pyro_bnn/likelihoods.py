@@ -27,6 +27,7 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import effectful
+from pyro.poutine.util import is_validation_enabled
 
 __all__ = [
     "DATA_PLATE",
@@ -227,6 +228,8 @@ class Bernoulli(Likelihood):
 
 
 def _integer_labels(y: torch.Tensor, *, num_classes: int) -> torch.Tensor:
+    if not is_validation_enabled():  # as Pyro's own checks; a traced graph needs this
+        return y.long()
     if torch.is_floating_point(y):
         if not torch.all(y == y.round()):
             raise ValueError("class labels must be whole numbers")

@@ -206,11 +206,16 @@ class Potential:
         trace = trace_at_support_zero(self.model, x, y)
         return [s["fn"] for s in trace.nodes.values() if s["type"] == "sample"]
 
+    def unvalidated(self, x: torch.Tensor, y: torch.Tensor) -> contextlib.AbstractContextManager:
+        """A context in which the model at ``(x, y)`` runs without validating its
+        distributions, so that it can be traced into a graph (``make_fx``)."""
+        return _unvalidated(self._site_fns(x, y))
+
     def _compile_inductor(self, theta, x, y) -> Callable:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         value_and_grad = torch.func.grad_and_value(self._energy)  # d/dθ only
-        with _unvalidated(self._site_fns(x, y)):
+        with self.unvalidated(x, y):
             graph = make_fx(lambda t, a, b: value_and_grad(t, a, b))(theta.detach(), x, y)
         compiled = torch.compile(graph, dynamic=False)
         compiled(theta.detach(), x, y)  # compile now, not inside the sampler's first step

@@ -544,6 +544,27 @@ def format_markdown(results: dict) -> str:
             ref.get("svi_step_ms"),
         ),
         _row(
+            'SVI step: pyro-bnn `meanfield`, `backend="inductor"`',
+            svi["pyro_bnn_meanfield_inductor"],
+            " ms",
+            "NumPyro AutoNormal",
+            ref.get("svi_step_ms"),
+        ),
+        _row(
+            "SVI step: pyro-bnn `meanfield`",
+            svi["pyro_bnn_meanfield"],
+            " ms",
+            "floor",
+            svi["floor_adam"],
+        ),
+        _row(
+            'SVI step: pyro-bnn `meanfield`, `backend="inductor"`',
+            svi["pyro_bnn_meanfield_inductor"],
+            " ms",
+            "floor",
+            svi["floor_adam"],
+        ),
+        _row(
             'SVI step: Pyro `Trace_ELBO` (`backend="pyro"`)',
             svi["pyro_trace_elbo_autonormal_equivalent"],
             " ms",

@@ -20,12 +20,13 @@ from pyro.infer.autoguide import (
     AutoDelta,
     AutoDiagonalNormal,
     AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
     AutoNormal,
 )
 
-from pyro_bnn.potential import Potential
+from pyro_bnn.potential import FlatLayout, Potential
 
-__all__ = ["PotentialELBO", "supports"]
+__all__ = ["PotentialELBO", "draw", "noise_size", "supports"]
 
 _LOG_2PI_E = 1.0 + math.log(2 * math.pi)
 
@@ -46,6 +47,47 @@ def supports(guide, potential: Potential) -> bool:
     return False
 
 
+# the guides whose draw is written out here, and the parameters it reads
+_DRAWN = {
+    AutoDiagonalNormal: ("loc", "scale"),
+    AutoLowRankMultivariateNormal: ("loc", "scale", "cov_factor"),
+    AutoMultivariateNormal: ("loc", "scale", "scale_tril"),
+}
+
+
+def noise_size(guide, layout: FlatLayout) -> int:
+    """How many standard normals one draw of ``guide`` takes (see :func:`draw`)."""
+    if isinstance(guide, AutoDelta):
+        return 0
+    if isinstance(guide, AutoLowRankMultivariateNormal):
+        return layout.size + guide.cov_factor.shape[-1]
+    return layout.size
+
+
+def draw(
+    guide, values: dict[str, torch.Tensor], noise: torch.Tensor, layout: FlatLayout
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One reparameterised draw θ of ``guide`` from standard normal ``noise`` and the
+    guide's entropy, given its constrained parameter ``values`` by attribute (for
+    ``AutoDelta``: by site; θ is the point and the "entropy" −log|det ∂T/∂θ|)."""
+    if isinstance(guide, AutoDelta):
+        theta = layout.flatten({name: values[name] for name in layout.names})
+        log_det = sum(
+            t.log_abs_det_jacobian(block, t(block)).sum()
+            for t, block in zip(layout.transforms, layout.split(theta).values(), strict=True)
+        )
+        return theta, -log_det
+    loc, scale = values["loc"], values["scale"]
+    if isinstance(guide, AutoLowRankMultivariateNormal):
+        return _lowrank_sample(loc, scale, values["cov_factor"], noise)
+    if isinstance(guide, AutoMultivariateNormal):
+        scale_tril = scale[..., None] * values["scale_tril"]
+        entropy = scale_tril.diagonal().log().sum() + 0.5 * loc.numel() * _LOG_2PI_E
+        return loc + scale_tril @ noise, entropy
+    entropy = scale.log().sum() + 0.5 * loc.numel() * _LOG_2PI_E
+    return loc + scale * noise, entropy
+
+
 class PotentialELBO:
     """Loss callable ``(model, guide, x, y) -> −ELBO`` averaged over ``num_particles``."""
 
@@ -60,10 +102,13 @@ class PotentialELBO:
             return self._sample_in_context(guide)
 
     def _sample_in_context(self, guide) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(guide, AutoDiagonalNormal):  # direct: skips building a Distribution
-            loc, scale = guide.loc, guide.scale
-            entropy = scale.log().sum() + 0.5 * loc.numel() * _LOG_2PI_E
-            return loc + scale * torch.randn_like(loc), entropy
+        layout = self.potential.layout
+        kind = next((k for k in _DRAWN if isinstance(guide, k)), None)
+        if kind is not None:  # direct: skips building a Distribution
+            values = {name: getattr(guide, name) for name in _DRAWN[kind]}
+            loc = values["loc"]
+            noise = torch.randn(noise_size(guide, layout), dtype=loc.dtype, device=loc.device)
+            return draw(guide, values, noise, layout)
         if isinstance(guide, AutoNormal):
             blocks, entropy = [], 0.0
             for name in self.potential.layout.names:
@@ -71,25 +116,14 @@ class PotentialELBO:
                 blocks.append((loc + scale * torch.randn_like(loc)).reshape(-1))
                 entropy = entropy + scale.log().sum() + 0.5 * loc.numel() * _LOG_2PI_E
             return torch.cat(blocks), entropy
-        if isinstance(guide, AutoLowRankMultivariateNormal):
-            return _lowrank_sample(guide.loc, guide.scale, guide.cov_factor)
         if isinstance(guide, AutoDelta):
-            return self._delta_point(guide)
+            if hasattr(guide, "point_values"):  # one draw of a guide of random points
+                values = guide.point_values()
+            else:
+                values = {name: operator.attrgetter(name)(guide) for name in layout.names}
+            return draw(guide, values, torch.empty(0), layout)
         q = guide.get_posterior()
         return q.rsample(), q.entropy()
-
-    def _delta_point(self, guide: AutoDelta) -> tuple[torch.Tensor, torch.Tensor]:
-        layout = self.potential.layout
-        if hasattr(guide, "point_values"):  # one draw of a guide of random points
-            values = guide.point_values()
-        else:
-            values = {name: operator.attrgetter(name)(guide) for name in layout.names}
-        theta = layout.flatten(values)
-        log_det = sum(
-            t.log_abs_det_jacobian(block, t(block)).sum()
-            for t, block in zip(layout.transforms, layout.split(theta).values(), strict=True)
-        )
-        return theta, -log_det
 
     def __call__(self, model: Callable, guide, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = 0.0
@@ -100,14 +134,14 @@ class PotentialELBO:
 
 
 def _lowrank_sample(
-    loc: torch.Tensor, scale: torch.Tensor, factor: torch.Tensor
+    loc: torch.Tensor, scale: torch.Tensor, factor: torch.Tensor, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A draw and the entropy of N(loc, S (W Wᵀ + I) S), S = diag(scale), W (d × r):
+    """A draw (from d + r standard normals ``eps``) and the entropy of
+    N(loc, S (W Wᵀ + I) S), S = diag(scale), W (d × r):
     ``AutoLowRankMultivariateNormal.get_posterior()`` without building the distribution.
 
     log det(W Wᵀ + I_d) = log det(I_r + Wᵀ W) (Sylvester), an r × r Cholesky."""
     d, r = factor.shape
-    eps = torch.randn(d + r, dtype=loc.dtype, device=loc.device)
     draw = loc + scale * (factor @ eps[d:] + eps[:d])
     capacitance = torch.eye(r, dtype=loc.dtype, device=loc.device) + factor.T @ factor
     half_log_det = torch.linalg.cholesky(capacitance).diagonal().log().sum()

@@ -44,9 +44,9 @@ from tqdm import tqdm
 from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, loss_diagnostics, not_finite_at_start
 from pyro_bnn.distributed import shard_rows_index
-from pyro_bnn.dwp import REVERSE_MODEL
+from pyro_bnn.dwp import REVERSE_MODEL, init_to_decoder_mean
 from pyro_bnn.guides import AutoImplicitPriorNormal, AutoMultiplicativeNormal
-from pyro_bnn.infer import elbo
+from pyro_bnn.infer import compiled_step, elbo
 from pyro_bnn.infer.chains import Chain
 from pyro_bnn.infer.kl_weighting import KL_WEIGHTINGS, KLWeight, kl_weights
 from pyro_bnn.infer.options import Options
@@ -82,8 +82,9 @@ class SVIOptions(Options):
 
     ``num_steps`` or ``num_epochs`` (default: a budget that grows with the data,
     :func:`default_num_steps`); ``batch_size`` None = full batch; Adam learning rate
-    ``lr`` decayed geometrically to ``final_lr`` (default ``lr``/100; give ``final_lr=lr``
-    for a constant rate), so that the last steps settle instead of jittering;
+    ``lr`` decayed to ``final_lr`` (default ``lr``/100; give ``final_lr=lr`` for a constant
+    rate), so that the last steps settle instead of jittering, geometrically or, with
+    ``lr_decay="linear"``, linearly (``final_lr=0`` allowed there, as Atanov et al.);
     ``num_particles`` ELBO samples per step, in one pass with ``vectorize_particles`` (the
     zoo's layers support it; ``Trace_ELBO`` path only, the potential ELBO loops over
     particles).
@@ -100,6 +101,7 @@ class SVIOptions(Options):
     batch_size: int | None = None
     lr: float = 0.01
     final_lr: float | None = None
+    lr_decay: str = "geometric"
     num_particles: int = 1
     vectorize_particles: bool = False
     backend: str = "jit"
@@ -112,6 +114,15 @@ class SVIOptions(Options):
             raise ValueError("give num_steps or num_epochs, not both")
         self.check_choice("kl_weighting", KL_WEIGHTINGS)
         self.check_choice("backend", ("pyro", "jit", "inductor"))
+        self.check_choice("lr_decay", LR_DECAYS)
+        if self.final_lr == 0 and self.lr_decay != "linear":
+            raise ValueError(
+                "final_lr=0 needs lr_decay='linear' (a geometric decay to 0 is not defined)"
+            )
+
+    @classmethod
+    def allow_zero(cls) -> frozenset[str]:
+        return super().allow_zero() | {"final_lr"}
 
     @property
     def plain_elbo(self) -> bool:
@@ -210,11 +221,15 @@ class MeanFieldOptions(GaussianGuideOptions):
 class ImplicitPriorOptions(MeanFieldOptions):
     """Options of ``dwp``, the guide of an implicit prior
     (:class:`~pyro_bnn.guides.AutoImplicitPriorNormal`), with the defaults of Atanov et al.
-    (2019): weights started from prior draws, log-variance −10 (``init_scale`` e⁻⁵), local
-    reparameterization on."""
+    (2019)'s code: kernel means started at the decoder's mean for a draw of the latents
+    (:func:`~pyro_bnn.dwp.init_to_decoder_mean`), log-variance −10 (``init_scale`` e⁻⁵),
+    local reparameterization on, and the prior's encoder as the reverse model r(z | w),
+    frozen (``train_reverse_model=True`` trains a copy of it)."""
 
     init_scale: float = math.exp(-5)
     local_reparameterization: bool = True
+    init_loc_fn: Callable = init_to_decoder_mean
+    train_reverse_model: bool = False
 
     @property
     def plain_elbo(self) -> bool:
@@ -310,7 +325,12 @@ def multiplicative_guide(model: Callable, o: MeanFieldOptions):
 
 
 def implicit_prior_guide(model: Callable, o: ImplicitPriorOptions):
-    return AutoImplicitPriorNormal(model, init_loc_fn=o.init_loc_fn, init_scale=o.init_scale)
+    return AutoImplicitPriorNormal(
+        model,
+        init_loc_fn=o.init_loc_fn,
+        init_scale=o.init_scale,
+        train_reverse_model=o.train_reverse_model,
+    )
 
 
 def lowrank_guide(model: Callable, o: LowRankOptions):
@@ -350,6 +370,16 @@ def _minibatches(
 DEFAULT_STEPS = 20_000
 DEFAULT_EPOCHS = 50
 DEFAULT_DECAY = 0.01  # final_lr = lr × this unless given
+LR_DECAYS = ("geometric", "linear")
+
+
+def learning_rates(options: SVIOptions, num_steps: int) -> torch.Tensor:
+    """The learning rate of each of ``num_steps`` steps under ``options``' schedule."""
+    final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
+    t = torch.arange(num_steps, dtype=torch.float64) / num_steps
+    if options.lr_decay == "linear":
+        return options.lr + (final_lr - options.lr) * t
+    return options.lr * (final_lr / options.lr) ** t
 
 
 def default_num_steps(num_rows: int, batch_size: int | None) -> int:
@@ -440,14 +470,17 @@ def _fit_guide(
     shared: dict[str, Any],
     progress_bar: bool,
     loss_fn: Callable | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[float]:
-    """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history."""
+    """Run SVI on ``guide`` with ``loss_fn`` (default: :func:`_loss`); the loss history.
+    ``timings``, if given, gets ``setup_s`` (building and compiling the loss and the step)
+    and ``steps_s`` (the loop of steps alone)."""
+    began = time.perf_counter()
     scaled_model = guide.model
     plan = distributed.active()
     rows = distributed.global_rows(len(x))
     num_steps = _num_steps(options, rows)
-    final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
-    decay = (final_lr / options.lr) ** (1 / num_steps)
+    rates = learning_rates(options, num_steps).tolist()
     custom_loss = loss_fn is not None  # reads the KL weight from the model's sites alone
     if loss_fn is None:
         loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
@@ -465,16 +498,27 @@ def _fit_guide(
     kl_scale = (beta * num_batches * kl_weights(options.kl_weighting, num_batches)).tolist()
     if options.kl_weighting != "uniform" or beta != 1.0:
         train_model, train_guide = kl(train_model), (guide if custom_loss else kl(guide))
-    svi = SVI(train_model, train_guide, ClippedAdam({"lr": options.lr, "lrd": decay}), loss_fn)
+    optimizer = ClippedAdam({"lr": options.lr})
+    svi = SVI(train_model, train_guide, optimizer, loss_fn)
+    plain = train_model is scaled_model
+    compiled = _compiled_step(guide, loss_fn, x, y, options=options, plain=plain,
+                              distributed=plan is not None, shared=shared)  # fmt: skip
     losses: list[float] = []
     batches = distributed.minibatches(_minibatches, len(x), options.batch_size)
+    loop_began = time.perf_counter()
     with tqdm(total=num_steps, desc=name, disable=not progress_bar) as bar:
         for step in range(num_steps):
             index, position = next(batches)
             kl.weight = kl_scale[position]
+            _set_learning_rate(optimizer, rates[step])
             try:
                 batch = (x, y) if index is None else (x[index], y[index])
-                loss = svi.step(*batch) if plan is None else _averaged_step(svi, plan, batch)
+                if compiled is not None:
+                    loss = compiled(*batch, lr=rates[step])
+                elif plan is None:
+                    loss = svi.step(*batch)
+                else:
+                    loss = _averaged_step(svi, plan, batch)
             except ValueError as error:  # Pyro's check of a distribution's parameters
                 if step == 0 or not left_support(error):
                     raise
@@ -494,7 +538,47 @@ def _fit_guide(
             bar.update()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    if timings is not None:
+        timings["setup_s"] = loop_began - began
+        timings["steps_s"] = time.perf_counter() - loop_began
     return losses
+
+
+def _compiled_step(
+    guide, loss_fn, x, y, *, options: SVIOptions, plain: bool, distributed: bool, shared: dict
+) -> compiled_step.CompiledStep | None:
+    """The whole step as one compiled graph (:mod:`pyro_bnn.infer.compiled_step`) where the
+    loss is the plain potential ELBO of a guide it runs, on one process; else None (Pyro's
+    ``SVI.step``)."""
+    if (
+        not isinstance(loss_fn, elbo.PotentialELBO)
+        or not plain
+        or distributed
+        or options.adversarial_epsilon is not None
+        or not compiled_step.supports(guide, loss_fn.potential)
+    ):
+        return None
+    step = compiled_step.CompiledStep(
+        guide,
+        loss_fn.potential,
+        backend=options.backend,
+        num_particles=options.num_particles,
+        cache=shared.setdefault("compiled_steps", {}),
+    )
+    rows = min(options.batch_size or len(x), len(x))
+    try:
+        step.prepare(x[:rows], y[:rows])  # before the steps, which the fit times
+    except RuntimeError:  # a model that branches on data values cannot be traced: same
+        return None  # objective, through Pyro's SVI.step
+    return step
+
+
+def _set_learning_rate(optimizer: ClippedAdam, lr: float) -> None:
+    """Set the rate of every torch optimiser behind ``optimizer`` (Pyro makes one per
+    parameter, on the step that first sees it, from its initial ``lr``)."""
+    for torch_optimizer in optimizer.optim_objs.values():
+        for group in torch_optimizer.param_groups:
+            group["lr"] = lr
 
 
 def _averaged_step(svi: SVI, plan: distributed.DataParallel, batch) -> float:
@@ -582,12 +666,11 @@ def run_svi_chain(
     rows = distributed.global_rows(len(x))
     guide = build_guide(ScaleDataPlate(rows)(model), options)
     loss_fn = None if build_loss is None else build_loss(model, options)
-    began = time.perf_counter()
+    timings: dict[str, float] = {}
     losses = _fit_guide(
         x, y, name=name, guide=guide, options=options, shared=shared,
-        progress_bar=progress_bar, loss_fn=loss_fn,
+        progress_bar=progress_bar, loss_fn=loss_fn, timings=timings,
     )  # fmt: skip
-    steps_s = time.perf_counter() - began
     history = losses
     if options.kl_weighting != "uniform":  # a step's loss carries its batch's KL weight:
         history = epoch_losses(losses, _num_batches(rows, options.batch_size))
@@ -609,7 +692,7 @@ def run_svi_chain(
         losses=losses,
         diagnostics=diagnostics,
         warnings=found,
-        timings={"steps_s": steps_s, "steps": len(losses)},
+        timings={**timings, "steps": len(losses)},
         runner=guide,
         state=None if build_state is None else build_state(guide),
     )

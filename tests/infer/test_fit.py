@@ -138,3 +138,52 @@ def test_fits_do_not_share_parameters_by_name():
     b.predict(X, num_samples=1)
     torch.testing.assert_close(a.predict(X, num_samples=1).mean, before)
     assert len(pyro.get_param_store()) == 0  # the caller's store is untouched
+
+
+def test_learning_rate_schedules():
+    """Geometric: lr·(final/lr)^(t/T); linear: lr + (final − lr)·t/T, down to 0 allowed
+    (Atanov et al.'s schedule); a geometric decay to 0 is refused."""
+    from pyro_bnn.infer.svi import SVIOptions, learning_rates
+
+    geometric = learning_rates(SVIOptions(lr=0.1, final_lr=0.001), 4)
+    assert geometric.tolist() == pytest.approx([0.1, 0.1 * 0.01**0.25, 0.01, 0.1 * 0.01**0.75])
+    linear = learning_rates(SVIOptions(lr=0.1, final_lr=0.0, lr_decay="linear"), 4)
+    assert linear.tolist() == pytest.approx([0.1, 0.075, 0.05, 0.025])
+    with pytest.raises(ValueError, match="final_lr=0 needs lr_decay='linear'"):
+        SVIOptions(lr=0.1, final_lr=0.0)
+    with pytest.raises(ValueError, match="lr_decay must be"):
+        SVIOptions(lr_decay="cosine")
+
+
+@pytest.mark.parametrize("backend", ["pyro", "jit"])
+def test_every_step_runs_at_the_schedules_rate(monkeypatch, backend):
+    """Pyro's ``SVI.step`` (``backend="pyro"``): the torch optimisers behind Pyro's hold the
+    rate once they exist (Pyro makes them on the first step, at ``lr``). The compiled step
+    (``"jit"``): each call gets the rate."""
+    from pyro_bnn.infer import compiled_step, svi
+
+    seen = []
+    if backend == "pyro":
+
+        def recording(optimizer, lr):
+            set_rate(optimizer, lr)
+            groups = [g for o in optimizer.optim_objs.values() for g in o.param_groups]
+            seen.append((lr, {g["lr"] for g in groups}))
+
+        set_rate = svi._set_learning_rate
+        monkeypatch.setattr(svi, "_set_learning_rate", recording)
+    else:
+
+        def recording(self, x, y, *, lr):
+            seen.append((lr, {lr}))
+            return step(self, x, y, lr=lr)
+
+        step = compiled_step.CompiledStep.__call__
+        monkeypatch.setattr(compiled_step.CompiledStep, "__call__", recording)
+    model = zoo.build("mlp-regression", in_features=2, hidden=(4,))
+    x, y = torch.randn(20, 2), torch.randn(20)
+    fit(model, x, y, method="map", num_steps=10, lr=0.01, final_lr=0.0, lr_decay="linear",
+        backend=backend, progress_bar=False, seed=0)  # fmt: skip
+    assert [lr for lr, _ in seen] == pytest.approx([0.01 * (1 - t / 10) for t in range(10)])
+    first = set() if backend == "pyro" else {0.01}
+    assert seen[0][1] == first and all(rates == {lr} for lr, rates in seen[1:])

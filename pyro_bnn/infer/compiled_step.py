@@ -1,0 +1,163 @@
+"""One SVI step as one compiled graph: the ELBO through the model's flat potential, its
+gradient, and Pyro's ``ClippedAdam`` update of the guide's parameters, in place.
+
+Pyro's ``SVI.step`` with :class:`~pyro_bnn.infer.elbo.PotentialELBO` computes the same
+objective, but then runs the optimiser in Python, one torch optimiser per parameter, after
+a separate backward pass. Here the step is a pure function of tensors,
+
+    step(params, first moments, second moments, t, lr, noise, x, y) -> loss,
+
+traced once per input shape with ``make_fx`` (through Pyro's model, ``torch.func.grad``
+and the update, whose in-place writes land in the param store's own tensors) and then
+run by ``torch.jit.trace`` (``backend="jit"``) or compiled by ``torch.compile``
+(``backend="inductor"``; a new shape compiles in seconds). The guide stays Pyro's
+(``AutoDiagonalNormal``, ``AutoLowRankMultivariateNormal``, ``AutoMultivariateNormal``,
+``AutoDelta``) and the objective stays Pyro's: the draw and entropy are
+:func:`pyro_bnn.infer.elbo.draw`'s, the ones ``PotentialELBO`` uses, and the update is
+``ClippedAdam``'s (gradients clamped to ±``clip_norm``, Adam with bias correction).
+
+Example:
+    >>> import torch, pyro
+    >>> from pyro.infer.autoguide import AutoDiagonalNormal
+    >>> from pyro_bnn import zoo
+    >>> from pyro_bnn.potential import Potential
+    >>> model = zoo.build("bayesian-linear-regression", in_features=2)
+    >>> x, y = torch.randn(8, 2), torch.randn(8)
+    >>> guide = AutoDiagonalNormal(model); _ = guide(x, y)
+    >>> step = CompiledStep(guide, Potential(model, x, y), backend="jit")
+    >>> isinstance(step(x, y, lr=0.01), float)
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+)
+from torch.distributions import transform_to
+
+from pyro_bnn.infer import elbo
+from pyro_bnn.potential import Potential
+
+__all__ = ["CompiledStep", "supports"]
+
+GUIDES = (AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoDelta)
+
+
+def supports(guide, potential: Potential) -> bool:
+    """Whether the compiled step runs ``guide``: one of :data:`GUIDES` exactly (a subclass
+    may draw differently), on the potential's layout."""
+    return type(guide) in GUIDES and elbo.supports(guide, potential)
+
+
+def _guide_parameters(guide) -> dict[str, str]:
+    """{param store name: the guide's attribute} of ``guide``'s parameters."""
+    prefix = f"{guide._pyro_name}."
+    return {n: n[len(prefix) :] for n in pyro.get_param_store().keys() if n.startswith(prefix)}
+
+
+class CompiledStep:
+    """``step(x, y, lr) -> loss``: one SVI step of ``guide`` on the ELBO through
+    ``potential``, averaged over ``num_particles`` draws, as one compiled graph per input
+    shape (kept in ``cache``, shared by the chains of a fit). ``ClippedAdam``'s defaults:
+    ``clip_norm`` 10, ``betas`` (0.9, 0.999), ``eps`` 1e-8."""
+
+    def __init__(
+        self,
+        guide,
+        potential: Potential,
+        *,
+        backend: str,
+        num_particles: int = 1,
+        clip_norm: float = 10.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        cache: dict[Any, Any] | None = None,
+    ) -> None:
+        if not supports(guide, potential):
+            raise ValueError(f"the compiled SVI step does not run {type(guide).__name__}")
+        if backend not in ("jit", "inductor"):
+            raise ValueError(f"backend must be 'jit' or 'inductor', got {backend!r}")
+        store = pyro.get_param_store()
+        self.guide, self.potential, self.backend = guide, potential, backend
+        self.num_particles = num_particles
+        self.clip_norm, self.betas, self.eps = clip_norm, betas, eps
+        names = _guide_parameters(guide)
+        self.attributes = list(names.values())
+        # the store's unconstrained tensors, written in place by the compiled update
+        self.params = [store._params[n].detach() for n in names]
+        self.transforms = [transform_to(store._constraints[n]) for n in names]  # as the store
+        self.moments = [torch.zeros_like(p) for p in self.params for _ in range(2)]
+        self.t = torch.zeros((), dtype=torch.float64)
+        self.noise_size = elbo.noise_size(guide, potential.layout)
+        self.cache = {} if cache is None else cache
+
+    def _loss(self, params, noise, x, y) -> torch.Tensor:
+        values = {a: t(p) for a, t, p in zip(self.attributes, self.transforms, params, strict=True)}
+        loss = 0.0
+        for particle in range(self.num_particles):
+            theta, entropy = elbo.draw(self.guide, values, noise[particle], self.potential.layout)
+            loss = loss + self.potential._energy(theta, x, y) - entropy
+        return loss / self.num_particles
+
+    def _step(self, *tensors):
+        n = len(self.params)
+        params, moments = tensors[:n], tensors[n : 3 * n]
+        t, lr, noise, x, y = tensors[3 * n :]
+        grads, loss = torch.func.grad_and_value(self._loss)(params, noise, x, y)
+        beta1, beta2 = self.betas
+        t.add_(1)
+        step_size = lr * torch.sqrt(1 - beta2**t) / (1 - beta1**t)
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            m, v = moments[2 * i], moments[2 * i + 1]
+            g = g.clamp(-self.clip_norm, self.clip_norm)
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.sub_(step_size.to(p.dtype) * m / (v.sqrt() + self.eps))
+        return loss
+
+    def _compiled(self, inputs: tuple[torch.Tensor, ...]):
+        key = (
+            type(self.guide),
+            self.backend,
+            self.num_particles,
+            id(self.potential),
+            tuple((tuple(t.shape), t.dtype) for t in inputs),
+        )
+        if key not in self.cache:
+            from torch.fx.experimental.proxy_tensor import make_fx
+
+            copies = tuple(t.clone() for t in inputs)  # tracing runs the update once
+            with self.potential.unvalidated(*inputs[-2:]):
+                graph = make_fx(self._step)(*copies)
+            if self.backend == "inductor":
+                self.cache[key] = torch.compile(graph, dynamic=False)
+                self.cache[key](*(t.clone() for t in inputs))  # compile now, on copies
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
+                    self.cache[key] = torch.jit.trace(graph, copies, check_trace=False)
+        return self.cache[key]
+
+    def _inputs(self, x, y, lr: float, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        lr = torch.tensor(lr, dtype=torch.float64)
+        return (*self.params, *self.moments, self.t, lr, noise, x, y)
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Build (and compile) the step for batches shaped like ``(x, y)``, before the
+        steps; the parameters do not move."""
+        noise = torch.zeros(self.num_particles, self.noise_size, dtype=self.params[0].dtype)
+        self._compiled(self._inputs(x, y, 0.0, noise))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, lr: float) -> float:
+        noise = torch.randn(self.num_particles, self.noise_size, dtype=self.params[0].dtype)
+        inputs = self._inputs(x, y, lr, noise)
+        return float(self._compiled(inputs)(*inputs))
