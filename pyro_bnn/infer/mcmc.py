@@ -28,10 +28,18 @@ from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.util import initialize_model
 
 from pyro_bnn.infer.chains import Chain
+from pyro_bnn.infer.leapfrog import (
+    FlatHMCMixin,
+    FlatNUTSMixin,
+    ValueAndGrad,
+    flat_value_and_grad,
+)
 from pyro_bnn.infer.options import Options
 from pyro_bnn.potential import flat_initial_values, flat_potential
 
 __all__ = [
+    "FlatHMC",
+    "FlatNUTS",
     "GradientMCMCOptions",
     "HMCOptions",
     "MCMCOptions",
@@ -49,8 +57,9 @@ class MCMCOptions(Options):
     """Each chain: ``warmup_steps`` adaptation then ``num_samples`` draws; the step size
     starts at ``step_size`` and adapts toward ``target_accept_prob``. ``backend``: the
     kernel moves one flat site under the model's potential compiled with ``"inductor"``
-    (fused value and gradient; compiles once per process, tens of seconds) or ``"jit"``;
-    ``"pyro"`` runs the kernel on the model itself."""
+    (fused value and gradient; compiles once per process, tens of seconds) or ``"jit"``,
+    NUTS and HMC with the lean leapfrog of :mod:`pyro_bnn.infer.leapfrog` (Pyro's draws,
+    less Python per step); ``"pyro"`` runs Pyro's kernel on the model itself."""
 
     num_samples: int = 500
     warmup_steps: int = 500
@@ -167,6 +176,10 @@ class CountingHMC(_CountsGradients, HMC):
         # every draw, and the chain does not mix.
         after_warmup = self._t >= self._warmup_steps
         self._jitter = 1.0 + 0.4 * (float(torch.rand(())) - 0.5) if after_warmup else 1.0
+        return self._transition(params)
+
+    def _transition(self, params):
+        """One draw at the step size set: Pyro's ``HMC.sample``."""
         return super().sample(params)
 
     @property
@@ -178,6 +191,14 @@ class CountingHMC(_CountsGradients, HMC):
             self.capped += 1
             return self.max_num_steps
         return steps
+
+
+class FlatNUTS(FlatNUTSMixin, CountingNUTS):
+    """:class:`CountingNUTS` with the lean leapfrog on the flat site (same draws)."""
+
+
+class FlatHMC(FlatHMCMixin, CountingHMC):
+    """:class:`CountingHMC` with the lean leapfrog on the flat site (same draws)."""
 
 
 class RandomWalk(RandomWalkKernel):
@@ -240,14 +261,41 @@ def _gradient_options(o: GradientMCMCOptions) -> dict:
     )
 
 
-def nuts_kernel(o: NUTSOptions, **target) -> CountingNUTS:
-    """``target``: ``model=...`` or ``potential_fn=...``."""
-    return CountingNUTS(**target, **_gradient_options(o), max_tree_depth=o.max_tree_depth)
+def _lean(value_and_grad: ValueAndGrad | None) -> dict:
+    """The lean leapfrog's argument, where there is a flat potential to give it."""
+    return {} if value_and_grad is None else {"value_and_grad": value_and_grad}
 
 
-def hmc_kernel(o: HMCOptions, **target) -> CountingHMC:
-    return CountingHMC(
-        **target,
+def nuts_kernel(
+    o: NUTSOptions,
+    *,
+    model: Callable | None = None,
+    potential_fn: Callable | None = None,
+    value_and_grad: ValueAndGrad | None = None,
+) -> CountingNUTS:
+    """NUTS on ``model`` or ``potential_fn``; given ``value_and_grad`` (the flat site's U
+    and ∇U), with the lean leapfrog (:class:`FlatNUTS`), else Pyro's (:class:`CountingNUTS`)."""
+    lean = _lean(value_and_grad)
+    kind = FlatNUTS if lean else CountingNUTS
+    return kind(
+        model, potential_fn, **lean, **_gradient_options(o), max_tree_depth=o.max_tree_depth
+    )
+
+
+def hmc_kernel(
+    o: HMCOptions,
+    *,
+    model: Callable | None = None,
+    potential_fn: Callable | None = None,
+    value_and_grad: ValueAndGrad | None = None,
+) -> CountingHMC:
+    """HMC as :func:`nuts_kernel` builds NUTS (:class:`FlatHMC` or :class:`CountingHMC`)."""
+    lean = _lean(value_and_grad)
+    kind = FlatHMC if lean else CountingHMC
+    return kind(
+        model,
+        potential_fn,
+        **lean,
         **_gradient_options(o),
         fixed_num_steps=o.num_steps,
         max_num_steps=o.max_num_steps,
@@ -255,9 +303,17 @@ def hmc_kernel(o: HMCOptions, **target) -> CountingHMC:
     )
 
 
-def rwm_kernel(o: RWMOptions, **target) -> RandomWalk:
+def rwm_kernel(
+    o: RWMOptions,
+    *,
+    model: Callable | None = None,
+    potential_fn: Callable | None = None,
+    value_and_grad: ValueAndGrad | None = None,
+) -> RandomWalk:
+    """Random-walk Metropolis (``value_and_grad`` unused: it takes no gradient)."""
     return RandomWalk(
-        **target,
+        model,
+        potential_fn=potential_fn,
         init_step_size=o.step_size,
         target_accept_prob=o.target_accept_prob,
         init_strategy=o.init_strategy,
@@ -310,7 +366,8 @@ def run_mcmc_chain(
 
     Unless ``backend="pyro"``, a model whose latents are all global is sampled as one flat
     site ``theta`` under its compiled potential (:mod:`pyro_bnn.potential`), compiled once
-    per process and shared by its chains; otherwise the kernel runs on the model itself.
+    per process and shared by its chains, and ``build_kernel`` is also given its
+    ``value_and_grad``; otherwise the kernel runs on the model itself.
     """
     if options.backend != "pyro" and "potential" not in shared:
         shared["potential"] = flat_potential(model, x, y, backend=options.backend)
@@ -320,7 +377,11 @@ def run_mcmc_chain(
             model, x, y, potential.layout, init_strategy=options.init_strategy, num_chains=1
         )
         potential(theta)  # compile before sampling
-        kernel = build_kernel(options, potential_fn=lambda params: potential(params["theta"]))
+        kernel = build_kernel(
+            options,
+            potential_fn=lambda params: potential(params["theta"]),
+            value_and_grad=flat_value_and_grad(potential),
+        )
         args, mcmc_kwargs = (), {"initial_params": {"theta": theta}}
     else:
         kernel = build_kernel(options, model=model)
