@@ -51,12 +51,15 @@ __all__ = [
     "KernelSet",
     "KernelVAE",
     "collect_kernels",
+    "default_layers",
+    "init_to_decoder_mean",
     "shipped_prior_path",
     "train_kernel_vae",
 ]
 
 FORMAT = "pyro-bnn/deep-weight-prior"
-VERSION = 1
+# version 2: kernel VAEs with Atanov et al.'s depth (``layers`` in each VAE's config)
+VERSION = 2
 # key of the ``infer`` annotation that tells a guide how to invert an implicit prior's latent
 REVERSE_MODEL = "reverse_model"
 _MIN_SCALE = 1e-5
@@ -81,34 +84,56 @@ def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + _MIN_SCALE
 
 
-def _spatial_steps(kernel_size: int) -> tuple[int, int, int]:
-    """Kernel sizes of the encoder's three convolutions: valid 3×3 while the map is at least
-    3 wide (each shrinks it by 2), 1×1 after, then one over what is left (to 1×1). The
-    decoder runs the same sizes backwards with transposed convolutions."""
+def _reducing_steps(kernel_size: int) -> list[int]:
+    """Sizes of the valid convolutions that take a k×k map to 1×1: 3×3 while the map is at
+    least 3 wide (each shrinks it by 2), then one over what is left."""
     steps, side = [], kernel_size
-    for _ in range(2):
-        steps.append(3 if side >= 3 else 1)
-        side -= steps[-1] - 1
-    return steps[0], steps[1], side
+    while side >= 3:
+        steps.append(3)
+        side -= 2
+    if side > 1:
+        steps.append(side)
+    return steps
+
+
+def default_layers(kernel_size: int) -> int:
+    """Atanov et al.'s encoder depth: the reducing convolutions, plus two padded 3×3 ones
+    in front for kernels of 5×5 and below (3 layers for 7×7, 4 for 5×5)."""
+    reducing = len(_reducing_steps(kernel_size))
+    return reducing + (2 if kernel_size <= 5 else 0)
+
+
+def _layer_plan(kernel_size: int, layers: int) -> tuple[list[int], int]:
+    """(reducing kernel sizes, number of size-preserving convolutions) of an encoder with
+    ``layers`` convolutions."""
+    reducing = _reducing_steps(kernel_size)
+    if layers < len(reducing):
+        raise ValueError(
+            f"a {kernel_size}×{kernel_size} kernel VAE needs at least {len(reducing)} layers "
+            f"to reach 1×1, got {layers}"
+        )
+    return reducing, layers - len(reducing)
 
 
 class KernelEncoder(nn.Module):
     """r(z | w; ψ): kernels (..., k, k) → (loc, scale) of a diagonal Gaussian, (..., z_dim).
 
-    Two valid 3×3 convolutions with ELU (k → k − 4; hidden, then 2·hidden channels), then
-    one convolution over what is left, to 2·z_dim channels at 1×1."""
+    As Atanov et al.: ``layers`` convolutions with ELU, first the size-preserving padded
+    3×3 ones, then valid ones down to 1×1; channels ``hidden`` in the first half, then
+    2·``hidden``; a 1×1 head gives the loc and the scale (through a softplus)."""
 
-    def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
+    def __init__(self, *, kernel_size: int, z_dim: int, hidden: int, layers: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
-        first, second, left = _spatial_steps(kernel_size)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, hidden, first),
-            nn.ELU(),
-            nn.Conv2d(hidden, 2 * hidden, second),
-            nn.ELU(),
-            nn.Conv2d(2 * hidden, 2 * z_dim, left),
-        )
+        reducing, padded = _layer_plan(kernel_size, layers)
+        blocks: list[nn.Module] = []
+        channels = 1
+        for i, size in enumerate([3] * padded + reducing):
+            width = hidden if i < layers // 2 else 2 * hidden
+            blocks += [nn.Conv2d(channels, width, size, padding=1 if i < padded else 0), nn.ELU()]
+            channels = width
+        blocks.append(nn.Conv2d(channels, 2 * z_dim, 1))
+        self.net = nn.Sequential(*blocks)
 
     def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.kernel_size
@@ -124,20 +149,24 @@ class KernelDecoder(nn.Module):
     """p(w | z; φ): latents (..., z_dim) → (loc, scale) of a diagonal Gaussian over k×k
     kernels, (..., k, k), the scale through a softplus.
 
-    The encoder mirrored: a transposed convolution from the 1×1 latent, then two transposed
-    3×3 convolutions with ELU, to a mean channel and a scale channel."""
+    The encoder mirrored (Atanov et al.): transposed valid convolutions from the 1×1 latent
+    up to k×k, between 1×1 convolutions in place of the padded ones, all 2·``hidden`` wide
+    except the last (``hidden``), with ELU; a 1×1 head gives the mean and the scale."""
 
-    def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
+    def __init__(self, *, kernel_size: int, z_dim: int, hidden: int, layers: int) -> None:
         super().__init__()
         self.kernel_size, self.z_dim = kernel_size, z_dim
-        first, second, left = _spatial_steps(kernel_size)
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(z_dim, 2 * hidden, left),
-            nn.ELU(),
-            nn.ConvTranspose2d(2 * hidden, hidden, second),
-            nn.ELU(),
-            nn.ConvTranspose2d(hidden, 2, first),
-        )
+        reducing, padded = _layer_plan(kernel_size, layers)
+        sizes = [1] * ((padded + 1) // 2) + reducing[::-1] + [1] * (padded // 2)
+        blocks: list[nn.Module] = []
+        channels = z_dim
+        for i, size in enumerate(sizes):
+            width = hidden if i == len(sizes) - 1 else 2 * hidden
+            conv = nn.Conv2d if size == 1 else nn.ConvTranspose2d
+            blocks += [conv(channels, width, size), nn.ELU()]
+            channels = width
+        blocks.append(nn.Conv2d(channels, 2, 1))
+        self.net = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if z.shape[-1] != self.z_dim:
@@ -148,7 +177,8 @@ class KernelDecoder(nn.Module):
 
 
 class KernelVAE(nn.Module):
-    """A VAE over k×k kernels: encoder r(z | w; ψ), decoder p(w | z; φ), prior N(0, I).
+    """A VAE over k×k kernels: encoder r(z | w; ψ), decoder p(w | z; φ), prior N(0, I);
+    ``layers`` convolutions each way (default: Atanov et al.'s depth for the kernel size).
 
     Example:
         >>> vae = KernelVAE(kernel_size=5, z_dim=4, hidden=8)
@@ -156,12 +186,22 @@ class KernelVAE(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, kernel_size: int, z_dim: int, hidden: int) -> None:
+    def __init__(
+        self, *, kernel_size: int, z_dim: int, hidden: int, layers: int | None = None
+    ) -> None:
         super().__init__()
         for what, value in (("kernel_size", kernel_size), ("z_dim", z_dim), ("hidden", hidden)):
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
-        self.config = {"kernel_size": kernel_size, "z_dim": z_dim, "hidden": hidden}
+        layers = default_layers(kernel_size) if layers is None else layers
+        if not (isinstance(layers, int) and layers > 0):
+            raise ValueError(f"layers must be a positive integer, got {layers!r}")
+        self.config = {
+            "kernel_size": kernel_size,
+            "z_dim": z_dim,
+            "hidden": hidden,
+            "layers": layers,
+        }
         self.encoder = KernelEncoder(**self.config)
         self.decoder = KernelDecoder(**self.config)
 
@@ -231,6 +271,7 @@ def train_kernel_vae(
     *,
     z_dim: int,
     hidden: int,
+    layers: int | None = None,
     num_epochs: int = 300,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -247,7 +288,7 @@ def train_kernel_vae(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        vae = KernelVAE(kernel_size=kernels.shape[-1], z_dim=z_dim, hidden=hidden)
+        vae = KernelVAE(kernel_size=kernels.shape[-1], z_dim=z_dim, hidden=hidden, layers=layers)
         optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
         batches_per_epoch = math.ceil(len(kernels) / batch_size)
         total = num_epochs * batches_per_epoch
@@ -343,7 +384,11 @@ class DeepWeightPrior:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{source} is not a deep weight prior (format {FORMAT!r} expected)")
         if state.get("version") != VERSION:
-            raise ValueError(f"{source} has version {state.get('version')}, expected {VERSION}")
+            raise ValueError(
+                f"{source} has version {state.get('version')}, expected {VERSION}: its kernel "
+                "VAEs have another architecture; learn the prior again with "
+                "`pyro-bnn bench dwp --stages prior`"
+            )
         layers = {}
         try:
             for pattern, entry in state["layers"].items():
@@ -356,6 +401,33 @@ class DeepWeightPrior:
             if not all(torch.isfinite(p).all() for p in vae.parameters()):
                 raise ValueError(f"{source}: the VAE for {pattern!r} has NaN or inf weights")
         return cls(layers)
+
+
+def init_to_decoder_mean(site: dict | None = None):
+    """Atanov et al.'s start for the guide's means: every implicit-prior latent z at a draw
+    of N(0, I), every kernel at its decoder's mean μ_φ(z) for that draw (no decoder noise);
+    other sites at a draw of their prior.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyro_bnn.bayesianize import bayesianize
+        >>> from pyro_bnn.guides import AutoImplicitPriorNormal
+        >>> prior = DeepWeightPrior({"0": KernelVAE(kernel_size=3, z_dim=2, hidden=4)})
+        >>> net = bayesianize(nn.Sequential(nn.Conv2d(1, 2, 3)), prior)
+        >>> guide = AutoImplicitPriorNormal(lambda x: net(x), init_loc_fn=init_to_decoder_mean)
+        >>> guide(torch.zeros(1, 1, 4, 4))["0.weight"].shape
+        torch.Size([2, 1, 3, 3])
+    """
+    if site is None:
+        return init_to_decoder_mean
+    fn = site["fn"]
+    if REVERSE_MODEL in (site.get("infer") or {}):
+        return fn.sample().detach()
+    base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+    if isinstance(base, dist.Normal):
+        return fn.mean.detach()
+    return fn.sample().detach()
 
 
 class _KernelConditional:

@@ -153,8 +153,9 @@ class AutoImplicitPriorNormal(AutoNormal):
 
     A latent site is auxiliary when its ``infer`` dict carries
     ``{"reverse_model": {"weight": <weight site>, "encoder": <nn.Module>}}``; the encoder
-    maps the weight to (loc, scale) of a diagonal Gaussian over z. The guide trains its own
-    copy of each encoder, so ψ starts at the prior's encoder (Atanov et al. 2019). With the
+    maps the weight to (loc, scale) of a diagonal Gaussian over z. The guide uses the
+    prior's encoder as it is, frozen (``train_reverse_model=False``, as Atanov et al.'s
+    code), or trains its own copy of it, so that ψ starts at the prior's encoder. With the
     model this makes Pyro's ELBO the auxiliary bound
     L_aux = E_q(w) r(z|w) [log p(D | w) + log p(w | z) + log p(z) − log q(w) − log r(z | w)].
 
@@ -169,6 +170,10 @@ class AutoImplicitPriorNormal(AutoNormal):
         >>> sorted(guide(torch.zeros(1, 1, 4, 4)))
         ['0.weight', '0.weight.z']
     """
+
+    def __init__(self, model, *, train_reverse_model: bool = False, **kwargs) -> None:
+        self.train_reverse_model = train_reverse_model
+        super().__init__(model, **kwargs)
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         found: dict[str, dict] = {}
@@ -193,8 +198,12 @@ class AutoImplicitPriorNormal(AutoNormal):
             weight = annotation["weight"]
             if weight not in self.prototype_trace.nodes:
                 raise ValueError(f"the latent {name!r} refers to an unknown weight {weight!r}")
-            encoder = copy.deepcopy(annotation["encoder"]).requires_grad_(True).train()
-            to_pyro_module_(encoder)  # its parameters become Pyro params, trained by SVI
+            encoder = copy.deepcopy(annotation["encoder"])
+            if self.train_reverse_model:
+                encoder.requires_grad_(True).train()
+                to_pyro_module_(encoder)  # its parameters become Pyro params, trained by SVI
+            else:
+                encoder.requires_grad_(False).eval()
             deep_setattr(self.reverse_models, weight, encoder)
             self._reverse_sites[name] = (weight, annotation["event_dim"])
 

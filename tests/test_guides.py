@@ -94,3 +94,32 @@ def test_implicit_prior_elbo_is_the_auxiliary_bound():
             log_r_z = Normal(*vae.encoder(w[name])).log_prob(z[name]).sum()
             bound = bound + log_p_w + log_p_z - log_q_w - log_r_z
     assert loss == pytest.approx(-float(bound), rel=1e-5)
+
+
+@pytest.mark.parametrize("train_reverse_model", [False, True])
+def test_implicit_prior_guide_freezes_or_trains_the_reverse_model(train_reverse_model):
+    """Atanov et al.'s code keeps r(z | w) at the VAE's encoder, frozen (the default);
+    ``train_reverse_model=True`` makes a copy of it Pyro parameters that SVI trains."""
+    from pyro_bnn.dwp import DeepWeightPrior, KernelVAE
+    from pyro_bnn.guides import AutoImplicitPriorNormal
+    from pyro_bnn.zoo.dwp_cnn import DWPCNN
+
+    pyro.clear_param_store()
+    vaes = {
+        "*conv1": KernelVAE(kernel_size=7, z_dim=2, hidden=3),
+        "*conv2": KernelVAE(kernel_size=5, z_dim=4, hidden=3),
+    }
+    model = DWPCNN(prior=DeepWeightPrior(vaes), widths=(2, 3), num_classes=3, image_size=20)
+    x, y = torch.randn(5, 1, 20, 20), torch.tensor([0, 1, 2, 1, 0])
+    guide = AutoImplicitPriorNormal(model, train_reverse_model=train_reverse_model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), pyro.infer.Trace_ELBO())
+    before = {k: v.clone() for k, v in vaes["*conv2"].encoder.state_dict().items()}
+    for _ in range(3):
+        svi.step(x, y)
+    names = list(pyro.get_param_store().keys())
+    assert any("reverse_models" in n for n in names) == train_reverse_model
+    copy = guide.reverse_models.net.conv2.weight
+    moved = any(not torch.equal(before[k], v) for k, v in copy.state_dict().items())
+    assert moved == train_reverse_model
+    # the prior's own encoder never moves
+    assert all(torch.equal(before[k], v) for k, v in vaes["*conv2"].encoder.state_dict().items())

@@ -22,7 +22,7 @@ Atanov et al. (2019). Four stages, each resumable from ``out/results.json``:
 
 Example:
     >>> DWPBenchConfig.tiny().train_sizes
-    (20, 40)
+    (10, 20)
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pyro.infer.autoguide.initialization import init_to_sample
 from torch import nn
 from tqdm import tqdm
 
@@ -45,7 +46,12 @@ from benchmarks import harness
 from benchmarks.cards import split_card, update_card
 from benchmarks.plain import train_classifier
 from pyro_bnn.datasets import mnist
-from pyro_bnn.dwp import DeepWeightPrior, collect_kernels, train_kernel_vae
+from pyro_bnn.dwp import (
+    DeepWeightPrior,
+    collect_kernels,
+    init_to_decoder_mean,
+    train_kernel_vae,
+)
 from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
@@ -70,32 +76,44 @@ SOURCE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 class DWPBenchConfig(harness.Settings):
     """Every choice of the bench. Sizes per layer are (conv1, conv2)."""
 
+    # Defaults follow Atanov et al.'s code (github SamsungLabs/deep-weight-prior) where
+    # this machine affords it; each departure is an option, and the card says which.
     # prior: source networks on notMNIST, then one kernel VAE per conv layer
-    source_nets: int = 20
-    source_epochs: int = 15
-    source_batch_size: int = 128
+    source_nets: int = 10
+    source_epochs: int = 100
+    source_batch_size: int = 256
     source_lr: float = 1e-3
-    # "adamw": decoupled weight decay (Loshchilov & Hutter), the L2 pull applied to the
-    # weights directly; "adam": L2 added to the gradient, which Adam's scaling weakens
-    source_optimizer: str = "adamw"
-    source_weight_decay: float = 3.0
+    source_lr_decay: str = "linear"  # to 0 over the epochs (authors), or "none"
+    # "adam": λ·Σw² over the conv layers' parameters added to the mean cross-entropy
+    # (authors); "adamw": decoupled weight decay λ on every parameter
+    source_optimizer: str = "adam"
+    source_weight_decay: float = 1e-3
     source_test: int = 1000
-    min_norm_ratio: float = 0.1
+    min_norm_ratio: tuple[float, float] = (0.5, 0.5)
     vae_z_dim: tuple[int, int] = (2, 4)
-    vae_hidden: tuple[int, int] = (32, 64)
-    vae_epochs: tuple[int, int] = (2000, 60)
+    # authors: (32, 64); a 5×5 decoder 64 wide runs its 128-channel transposed convolutions
+    # on each of conv2's 4096 kernels at every step of every fit (about 1 s per step on
+    # this CPU): 16 wide is 16× cheaper there
+    vae_hidden: tuple[int, int] = (32, 16)
+    vae_layers: tuple[int, int] = (3, 4)  # authors: 3 convolutions for 7×7, 4 for 5×5
+    vae_epochs: tuple[int, int] = (300, 300)
     vae_batch_size: int = 128
     vae_lr: float = 1e-3
-    vae_max_kernels: int = 20000
+    vae_max_kernels: int | None = None  # None: every kept kernel (authors)
     # table: small-data MNIST
     test_size: int = 5000
     train_sizes: tuple[int, ...] = (50, 100, 200, 500, 1000)
     num_draws: int = 5
+    stratified: bool = True  # training sets with equal counts per class (authors)
     priors: tuple[str, ...] = PRIORS
     fit_steps: int = 300
-    batch_size: int = 128
+    batch_size: int = 256  # authors: full batch up to 256 images
     lr: float = 1e-3
-    final_lr: float = 1e-5
+    final_lr: float = 0.0
+    lr_decay: str = "linear"  # authors: linear to 0; or "geometric"
+    fit_init: str = "decoder-mean"  # dwp kernel means: "decoder-mean" (authors), "prior-draw"
+    train_reverse_model: bool = False  # authors: r(z | w) is the VAE's encoder, frozen
+    head_init: str = "xavier-normal"  # the deterministic head: authors' Xavier, or "torch"
     predict_samples: int = 10
     # init: the prior as an initialiser (Fig. 4) and random features (Fig. 3)
     init_epochs: int = 5
@@ -108,11 +126,15 @@ class DWPBenchConfig(harness.Settings):
     max_images: int | None = None  # tests: fewer images, same code path
 
     def __post_init__(self) -> None:
-        if self.source_optimizer not in SOURCE_OPTIMIZERS:
-            raise ValueError(
-                f"unknown source_optimizer {self.source_optimizer!r}; "
-                f"choose from {list(SOURCE_OPTIMIZERS)}"
-            )
+        for name, choices in (
+            ("source_optimizer", tuple(SOURCE_OPTIMIZERS)),
+            ("source_lr_decay", ("linear", "none")),
+            ("lr_decay", ("linear", "geometric")),
+            ("fit_init", ("decoder-mean", "prior-draw")),
+            ("head_init", ("xavier-normal", "torch")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {choices}")
 
     @classmethod
     def tiny_settings(cls) -> dict[str, Any]:
@@ -122,9 +144,10 @@ class DWPBenchConfig(harness.Settings):
             source_test=20,
             vae_hidden=(4, 4),
             vae_epochs=(2, 1),
+            source_batch_size=32,
             vae_max_kernels=500,
             test_size=60,
-            train_sizes=(20, 40),
+            train_sizes=(10, 20),
             num_draws=2,
             fit_steps=3,
             batch_size=16,
@@ -163,13 +186,27 @@ def mnist_pool_and_test(config: DWPBenchConfig):
     return _images("mnist", config, total - config.test_size)
 
 
-def training_set(pool_x, pool_y, *, size: int, draw: int, seed: int):
+def training_set(pool_x, pool_y, *, size: int, draw: int, seed: int, stratified: bool = False):
     """Draw ``draw`` of ``size`` images from the pool, without replacement, seeded by
-    (seed, size, draw) so every prior sees the same images."""
+    (seed, size, draw) so every prior sees the same images. ``stratified``: equal counts
+    per class (Atanov et al.), the remainder of ``size`` spread over random classes."""
     if size > len(pool_x):
         raise ValueError(f"a training set of {size} images needs a pool that large")
     rng = np.random.default_rng([seed, size, draw])
-    index = torch.from_numpy(rng.choice(len(pool_x), size=size, replace=False))
+    if not stratified:
+        index = rng.choice(len(pool_x), size=size, replace=False)
+        return pool_x[torch.from_numpy(index)], pool_y[torch.from_numpy(index)]
+    labels = pool_y.numpy()
+    classes = np.unique(labels)
+    counts = np.full(len(classes), size // len(classes))
+    counts[rng.choice(len(classes), size=size % len(classes), replace=False)] += 1
+    picks = []
+    for label, count in zip(classes, counts, strict=True):
+        members = np.flatnonzero(labels == label)
+        if count > len(members):
+            raise ValueError(f"class {label} has {len(members)} pool images, {count} needed")
+        picks.append(rng.choice(members, size=count, replace=False))
+    index = torch.from_numpy(rng.permutation(np.concatenate(picks)))
     return pool_x[index], pool_y[index]
 
 
@@ -184,17 +221,42 @@ def _train_plain(
     epochs: int,
     batch_size: int,
     lr: float,
-    weight_decay: float,
     generator: torch.Generator,
     params=None,
-    optimizer_name: str = "adam",
 ) -> nn.Module:
-    optimizer = SOURCE_OPTIMIZERS[optimizer_name](
-        params or net.parameters(), lr=lr, weight_decay=weight_decay
-    )
+    """Adam on the cross-entropy, no regularisation (the init stage's networks)."""
+    optimizer = torch.optim.Adam(params or net.parameters(), lr=lr)
     return train_classifier(
         net, x, y, optimizer, epochs=epochs, batch_size=batch_size, generator=generator
     )
+
+
+def _source_optimizer_of(net: nn.Sequential, config: DWPBenchConfig) -> torch.optim.Optimizer:
+    """``"adam"``: the gradient of λ·Σw² over the convolutions' parameters added to the
+    cross-entropy's (torch's coupled ``weight_decay`` 2λ), as Atanov et al.; ``"adamw"``:
+    decoupled decay λ on every parameter."""
+    decay = config.source_weight_decay
+    if config.source_optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=config.source_lr, weight_decay=decay)
+    conv = [p for layer in CONV_LAYERS for p in getattr(net, layer).parameters()]
+    rest = [p for p in net.parameters() if all(p is not q for q in conv)]
+    groups = [{"params": conv, "weight_decay": 2 * decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=config.source_lr)
+
+
+def train_source_net(net: nn.Sequential, x, y, *, config: DWPBenchConfig, seed: int):
+    """One source network, its rate decayed per epoch as ``source_lr_decay`` says."""
+    optimizer = _source_optimizer_of(net, config)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(config.source_epochs):
+        if config.source_lr_decay == "linear":
+            for group in optimizer.param_groups:
+                group["lr"] = config.source_lr * (1 - epoch / config.source_epochs)
+        train_classifier(
+            net, x, y, optimizer, epochs=1, batch_size=config.source_batch_size,
+            generator=generator,
+        )  # fmt: skip
+    return net.eval()
 
 
 def _plain_accuracy(net: nn.Module, x, y) -> float:
@@ -210,35 +272,50 @@ def train_source_nets(config: DWPBenchConfig, *, progress: bool):
     nets, accuracies = [], []
     for s in tqdm(range(config.source_nets), desc="source nets", disable=not progress):
         torch.manual_seed(config.seed + s)
-        net = _train_plain(
-            cnn(),
-            x,
-            y,
-            epochs=config.source_epochs,
-            batch_size=config.source_batch_size,
-            lr=config.source_lr,
-            weight_decay=config.source_weight_decay,
-            generator=torch.Generator().manual_seed(config.seed + s),
-            optimizer_name=config.source_optimizer,
-        )
+        net = train_source_net(cnn(), x, y, config=config, seed=config.seed + s)
         nets.append(net)
         accuracies.append(_plain_accuracy(net, x_test, y_test))
     return nets, accuracies
 
 
-def learn_prior(config: DWPBenchConfig, *, progress: bool):
-    """Source nets → kernels → one VAE per layer. Returns the prior, the kernels kept per
-    layer and the stage's record."""
+SOURCE_FIELDS = (
+    "source_nets", "source_epochs", "source_batch_size", "source_lr", "source_lr_decay",
+    "source_optimizer", "source_weight_decay", "source_test", "seed", "max_images",
+)  # fmt: skip
+
+
+def source_kernels(config: DWPBenchConfig, *, cache: Path | None, progress: bool):
+    """Every kernel of each conv layer of the source nets, {layer: (nets, out, in, k, k)},
+    with the nets' test accuracies and the seconds they took. ``cache``: a file that
+    keeps them, reused while the source settings it records are the same."""
+    settings = {name: getattr(config, name) for name in SOURCE_FIELDS}
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved.get("settings") == settings:
+            return saved["kernels"], saved["accuracy"], saved["source_s"]
     start = time.perf_counter()
     nets, accuracies = train_source_nets(config, progress=progress)
+    kernels = {
+        layer: torch.stack([getattr(net, layer).weight.detach() for net in nets])
+        for layer in CONV_LAYERS
+    }
     source_s = time.perf_counter() - start
+    if cache is not None:
+        state = {"settings": settings, "kernels": kernels, "accuracy": accuracies}
+        torch.save({**state, "source_s": source_s}, cache)
+    return kernels, accuracies, source_s
+
+
+def learn_prior(config: DWPBenchConfig, *, progress: bool, cache: Path | None = None):
+    """Source nets → kernels → one VAE per layer. Returns the prior, the kernels kept per
+    layer and the stage's record; ``cache``: see :func:`source_kernels`."""
+    start = time.perf_counter()
+    all_kernels, accuracies, source_s = source_kernels(config, cache=cache, progress=progress)
     vaes, kernels, layers = {}, {}, {}
     for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
-        kept = collect_kernels(
-            [getattr(net, layer).weight for net in nets], min_norm_ratio=config.min_norm_ratio
-        )
+        kept = collect_kernels(all_kernels[layer], min_norm_ratio=config.min_norm_ratio[i])
         train = kept.kernels
-        if len(train) > config.vae_max_kernels:
+        if config.vae_max_kernels is not None and len(train) > config.vae_max_kernels:
             rng = np.random.default_rng([config.seed, i])
             pick = rng.choice(len(train), size=config.vae_max_kernels, replace=False)
             train = train[torch.from_numpy(pick)]
@@ -247,6 +324,7 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool):
             train,
             z_dim=config.vae_z_dim[i],
             hidden=config.vae_hidden[i],
+            layers=config.vae_layers[i],
             num_epochs=config.vae_epochs[i],
             batch_size=config.vae_batch_size,
             lr=config.vae_lr,
@@ -257,6 +335,8 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool):
         layers[layer] = {
             "kernel_size": vae.kernel_size,
             "kernels_total": kept.num_kept + kept.num_dropped,
+            "kept_norm_median": float(kept.kernels.flatten(1).norm(dim=1).median()),
+            "vae_sample_norm_median": float(vae.sample(5000).flatten(1).norm(dim=1).median()),
             "kernels_dropped": kept.num_dropped,
             "norm_threshold": kept.norm_threshold,
             "vae_training_kernels": len(train),
@@ -315,14 +395,21 @@ def _fit_options(prior_name: str, config: DWPBenchConfig, size: int) -> dict[str
         num_steps=config.fit_steps,
         lr=config.lr,
         final_lr=config.final_lr,
+        lr_decay=config.lr_decay,
         batch_size=None if size <= config.batch_size else config.batch_size,
         num_draws=config.predict_samples,
         local_reparameterization=True,
         init_scale=math.exp(-5),
         progress_bar=False,
     )
-    if prior_name == "dwp":  # weights start at prior draws (Atanov et al.)
-        return dict(common, method="dwp")
+    if prior_name == "dwp":
+        start = init_to_decoder_mean if config.fit_init == "decoder-mean" else init_to_sample
+        return dict(
+            common,
+            method="dwp",
+            init_loc_fn=start,
+            train_reverse_model=config.train_reverse_model,
+        )
     # N(0, 1) draws would start 7-49 times too large; both start at fan-in scale
     method = "meanfield" if prior_name == "normal" else "multiplicative"
     return dict(common, method=method, init_loc_fn=init_to_fan_in)
@@ -350,8 +437,13 @@ def run_table_cell(
     data,
 ) -> dict[str, Any]:
     pool_x, pool_y, test_x, test_y = data
-    x, y = training_set(pool_x, pool_y, size=size, draw=draw, seed=config.seed)
+    x, y = training_set(
+        pool_x, pool_y, size=size, draw=draw, seed=config.seed, stratified=config.stratified
+    )
+    torch.manual_seed(config.seed + draw)
     model = DWPCNN(prior=_prior(prior_name, dwp))
+    if config.head_init == "xavier-normal":
+        nn.init.xavier_normal_(model.net.head.weight)
     options = _fit_options(prior_name, config, size)
     post = fit(model, x, y, seed=config.seed + draw, **options)
     start = time.perf_counter()
@@ -414,7 +506,6 @@ def run_init_experiments(
                 epochs=1,
                 batch_size=config.init_batch_size,
                 lr=1e-3,
-                weight_decay=0.0,
                 generator=generator,
             )
             curve.append(_plain_accuracy(net, test_x, test_y))
@@ -433,7 +524,6 @@ def run_init_experiments(
                     epochs=config.feature_epochs,
                     batch_size=config.init_batch_size,
                     lr=1e-3,
-                    weight_decay=0.0,
                     generator=torch.Generator().manual_seed(config.seed + s),
                     params=net.head.parameters(),
                 )
@@ -496,7 +586,9 @@ def run_dwp_bench(
         source = ship
     dwp = DeepWeightPrior.load(source) if source.exists() else None
     if "prior" in stages and dwp is None:
-        dwp, kernels, document["prior"] = learn_prior(config, progress=progress)
+        dwp, kernels, document["prior"] = learn_prior(
+            config, progress=progress, cache=out / "source_kernels.pt"
+        )
         dwp.save(prior_path)
         kernels_figure(dwp, kernels, out / "kernels.png", seed=config.seed)
         harness.save(out, document, format_markdown(document))
@@ -574,9 +666,13 @@ def table_summary(
 
 def _source_optimizer(config: dict[str, Any]) -> str:
     lr, decay = config["source_lr"], config["source_weight_decay"]
+    schedule = " decayed linearly to 0" if config["source_lr_decay"] == "linear" else ""
     if config["source_optimizer"] == "adamw":
-        return f"AdamW {lr:g}, decoupled weight decay {decay:g}"
-    return f"Adam {lr:g}, L2 {decay:g} added to the gradient"
+        return f"AdamW {lr:g}{schedule}, decoupled weight decay {decay:g}"
+    return f"Adam {lr:g}{schedule}, {decay:g}·Σw² over the conv layers added to the loss"
+
+
+_FIT_INIT = {"decoder-mean": "the decoder mean of a latent draw", "prior-draw": "prior draws"}
 
 
 def _size_table_header(sizes: list[int]) -> list[str]:
@@ -600,21 +696,26 @@ def format_markdown(document: dict[str, Any]) -> str:
             "### The prior",
             "",
             f"{config['source_nets']} source CNNs on notMNIST ({config['source_epochs']} epochs, "
-            f"{_source_optimizer(config)}); their test "
-            f"accuracy {np.mean(acc):.3f} (min {min(acc):.3f}). Kernels with norm below "
-            f"{config['min_norm_ratio']:g} × the layer's median were dropped.",
+            f"batches of {config['source_batch_size']}, {_source_optimizer(config)}); their "
+            f"test accuracy {np.mean(acc):.3f} (min {min(acc):.3f}). Kernels with norm below "
+            f"{' and '.join(f'{r:g}' for r in config['min_norm_ratio'])} × the layer's median "
+            f"(conv1 and conv2) were dropped. Kernel VAEs with "
+            f"{' and '.join(map(str, config['vae_layers']))} convolutions each way, Adam "
+            f"{config['vae_lr']:g} decayed linearly to 0, batches of {config['vae_batch_size']}.",
             "",
             *harness.table_header(
-                "layer", "kernel", "kernels", "dropped (threshold)", "VAE z", "VAE trained on",
-                "VAE epochs", "VAE −ELBO / kernel", "VAE time",
+                "layer", "kernel", "kernels", "dropped (threshold)", "median norm kept",
+                "median norm of VAE draws", "VAE z", "VAE trained on", "VAE epochs",
+                "VAE −ELBO / kernel", "VAE time",
             ),
         ]  # fmt: skip
         for i, (layer, e) in enumerate(prior["layers"].items()):
             lines.append(harness.table_row(
                 layer, f"{e['kernel_size']}×{e['kernel_size']}", e["kernels_total"],
-                f"{e['kernels_dropped']} ({e['norm_threshold']:.3g})", config["vae_z_dim"][i],
-                e["vae_training_kernels"], config["vae_epochs"][i], f"{e['vae_final_loss']:.2f}",
-                f"{e['vae_s']:.0f} s",
+                f"{e['kernels_dropped']} ({e['norm_threshold']:.3g})",
+                f"{e['kept_norm_median']:.3g}", f"{e['vae_sample_norm_median']:.3g}",
+                config["vae_z_dim"][i], e["vae_training_kernels"], config["vae_epochs"][i],
+                f"{e['vae_final_loss']:.2f}", f"{e['vae_s']:.0f} s",
             ))  # fmt: skip
         lines.append(
             f"\nPrior stage {prior['wall_s'] / 60:.1f} min "
@@ -627,9 +728,14 @@ def format_markdown(document: dict[str, Any]) -> str:
             "",
             "### Test accuracy (10-sample ensemble; mean ± std over training-set draws)",
             "",
-            f"{config['test_size']} test images; training sets drawn from the other images, "
+            f"{config['test_size']} test images; training sets drawn"
+            f"{' stratified by class' if config['stratified'] else ''} from the other images, "
             f"{config['num_draws']} draws per size; {config['fit_steps']} steps of Adam "
-            f"{config['lr']:g} → {config['final_lr']:g}, batches of {config['batch_size']}. "
+            f"{config['lr']:g} → {config['final_lr']:g} ({config['lr_decay']}), batches of "
+            f"{config['batch_size']}; dwp kernel means start at "
+            f"{_FIT_INIT[config['fit_init']]}, its reverse model is the prior's encoder"
+            f"{', trained' if config['train_reverse_model'] else ', frozen'}; the head starts "
+            f"{'Xavier-normal' if config['head_init'] == 'xavier-normal' else 'at torch init'}. "
             "Paper: Atanov et al. 2019, Fig. 2a (mean over 10 draws).",
             "",
             *_size_table_header(sizes),

@@ -96,3 +96,23 @@ def test_dwp_command_errors(tmp_path, capsys):
     card.write_text("# a card without markers\n")
     assert main([*args, "--card", str(card)]) == 2
     assert markers("dwp")[0] in capsys.readouterr().err
+
+
+def test_stratified_training_sets_have_equal_counts_per_class():
+    """Atanov et al. draw exactly size/10 images per class; the remainder of a size that
+    10 does not divide goes to distinct random classes. Draws differ by draw number and
+    repeat for the same (seed, size, draw)."""
+    pool_y = torch.arange(300) % 10
+    pool_x = torch.arange(300).float()
+    for size in (50, 23):
+        x, y = training_set(pool_x, pool_y, size=size, draw=0, seed=0, stratified=True)
+        counts = torch.bincount(y, minlength=10)
+        assert int(counts.sum()) == size and set(counts.tolist()) <= {size // 10, size // 10 + 1}
+        assert len(set(x.tolist())) == size  # without replacement
+    a = training_set(pool_x, pool_y, size=50, draw=0, seed=0, stratified=True)[0]
+    b = training_set(pool_x, pool_y, size=50, draw=1, seed=0, stratified=True)[0]
+    assert torch.equal(a, training_set(pool_x, pool_y, size=50, draw=0, seed=0, stratified=True)[0])
+    assert not torch.equal(a.sort().values, b.sort().values)
+    scarce = torch.where((pool_y == 0) & (pool_x > 0), 1, pool_y)  # class 0: one image
+    with pytest.raises(ValueError, match="class 0 has 1 pool images, 2 needed"):
+        training_set(pool_x, scarce, size=20, draw=0, seed=0, stratified=True)
