@@ -690,12 +690,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run NUTS on protein-sized synthetic data (100 units)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=SpeedConfig.threads,
+        help="torch threads (give JAX the same through XLA_FLAGS, see the README)",
+    )
     return parser
 
 
 def _command(args: argparse.Namespace) -> int:
     options = dict(
-        data_dir=args.data_dir, numpyro=not args.no_numpyro, compute_bound=args.compute_bound
+        data_dir=args.data_dir,
+        numpyro=not args.no_numpyro,
+        compute_bound=args.compute_bound,
+        threads=args.threads,
     )
     config = SpeedConfig.tiny(**options) if args.quick else SpeedConfig(**options)
     results = run_speed(config, out=Path(args.out))

@@ -96,7 +96,9 @@ class CompiledStep:
         self.params = [store._params[n].detach() for n in names]
         self.transforms = [transform_to(store._constraints[n]) for n in names]  # as the store
         self.moments = [torch.zeros_like(p) for p in self.params for _ in range(2)]
-        self.t = torch.zeros((), dtype=torch.float64)
+        # the step count and the rate stay float64 on the CPU (0-dim CPU tensors enter any
+        # device's ops; MPS has no float64), as ClippedAdam's Python floats
+        self.t = torch.zeros((), dtype=torch.float64, device="cpu")
         self.noise_size = elbo.noise_size(guide, potential.layout)
         self.cache = {} if cache is None else cache
 
@@ -121,7 +123,7 @@ class CompiledStep:
             g = g.clamp(-self.clip_norm, self.clip_norm)
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.sub_(step_size.to(p.dtype) * m / (v.sqrt() + self.eps))
+            p.sub_(step_size.to(p.dtype) * (m / (v.sqrt() + self.eps)))  # ClippedAdam's order
         return loss
 
     def _compiled(self, inputs: tuple[torch.Tensor, ...]):
@@ -129,6 +131,7 @@ class CompiledStep:
             type(self.guide),
             self.backend,
             self.num_particles,
+            (self.clip_norm, self.betas, self.eps),
             id(self.potential),
             tuple((tuple(t.shape), t.dtype) for t in inputs),
         )
@@ -139,25 +142,33 @@ class CompiledStep:
             with self.potential.unvalidated(*inputs[-2:]):
                 graph = make_fx(self._step)(*copies)
             if self.backend == "inductor":
-                self.cache[key] = torch.compile(graph, dynamic=False)
-                self.cache[key](*(t.clone() for t in inputs))  # compile now, on copies
+                compiled = torch.compile(graph, dynamic=False)
+                compiled(*(t.clone() for t in inputs))  # compile now, on copies
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
-                    self.cache[key] = torch.jit.trace(graph, copies, check_trace=False)
+                    compiled = torch.jit.trace(graph, copies, check_trace=False)
+            self.cache[key] = compiled  # only once it has run
         return self.cache[key]
 
+    def _noise(self, draw) -> torch.Tensor:
+        """One row of standard normals per particle, drawn as ``PotentialELBO`` draws them
+        (one call per particle), so both take the same numbers from the generator."""
+        like = self.params[0]
+        return torch.stack([
+            draw(self.noise_size, dtype=like.dtype, device=like.device)
+            for _ in range(self.num_particles)
+        ])  # fmt: skip
+
     def _inputs(self, x, y, lr: float, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        lr = torch.tensor(lr, dtype=torch.float64)
+        lr = torch.tensor(lr, dtype=torch.float64, device="cpu")
         return (*self.params, *self.moments, self.t, lr, noise, x, y)
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Build (and compile) the step for batches shaped like ``(x, y)``, before the
         steps; the parameters do not move."""
-        noise = torch.zeros(self.num_particles, self.noise_size, dtype=self.params[0].dtype)
-        self._compiled(self._inputs(x, y, 0.0, noise))
+        self._compiled(self._inputs(x, y, 0.0, self._noise(torch.zeros)))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, lr: float) -> float:
-        noise = torch.randn(self.num_particles, self.noise_size, dtype=self.params[0].dtype)
-        inputs = self._inputs(x, y, lr, noise)
+        inputs = self._inputs(x, y, lr, self._noise(torch.randn))
         return float(self._compiled(inputs)(*inputs))

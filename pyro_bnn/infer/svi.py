@@ -374,12 +374,15 @@ LR_DECAYS = ("geometric", "linear")
 
 
 def learning_rates(options: SVIOptions, num_steps: int) -> torch.Tensor:
-    """The learning rate of each of ``num_steps`` steps under ``options``' schedule."""
+    """The learning rate of each of ``num_steps`` steps under ``options``' schedule:
+    linear from ``lr`` at the first step (as Atanov et al.'s per-epoch rates), geometric
+    from lr·d at the first to ``final_lr`` at the last (``ClippedAdam``'s ``lrd`` d, which
+    Pyro applies before each step)."""
     final_lr = options.lr * DEFAULT_DECAY if options.final_lr is None else options.final_lr
     t = torch.arange(num_steps, dtype=torch.float64) / num_steps
     if options.lr_decay == "linear":
         return options.lr + (final_lr - options.lr) * t
-    return options.lr * (final_lr / options.lr) ** t
+    return options.lr * (final_lr / options.lr) ** (t + 1 / num_steps)
 
 
 def default_num_steps(num_rows: int, batch_size: int | None) -> int:
@@ -412,15 +415,6 @@ def _loss(scaled_model, guide, x, y, *, options: SVIOptions, shared: dict[str, A
         guide(x, y)  # build the guide's prototype and parameters
         if "potential" not in shared:
             shared["potential"] = flat_potential(scaled_model, x, y, backend=options.backend)
-            if shared["potential"] is not None:
-                # compile for the batches' shape, before the steps
-                rows = distributed.step_rows(options.batch_size) or len(x)
-                if options.adversarial_epsilon is not None:
-                    rows = 2 * min(rows, len(x))
-                xs, ys = torch.cat([x, x]), torch.cat([y, y])
-                shared["potential"](
-                    torch.zeros(shared["potential"].layout.size), xs[:rows], ys[:rows]
-                )
         potential = shared["potential"]
         if potential is not None and elbo.supports(guide, potential):
             return elbo.PotentialELBO(potential, num_particles=options.num_particles)
@@ -484,6 +478,7 @@ def _fit_guide(
     custom_loss = loss_fn is not None  # reads the KL weight from the model's sites alone
     if loss_fn is None:
         loss_fn = _loss(scaled_model, guide, x, y, options=options, shared=shared)
+    potential_elbo = loss_fn if isinstance(loss_fn, elbo.PotentialELBO) else None
     if options.adversarial_epsilon is not None:
         feature_range = (x.amax(0) - x.amin(0)).clamp_min(0)
         plain = loss_fn.differentiable_loss if isinstance(loss_fn, Trace_ELBO) else loss_fn
@@ -503,6 +498,8 @@ def _fit_guide(
     plain = train_model is scaled_model
     compiled = _compiled_step(guide, loss_fn, x, y, options=options, plain=plain,
                               distributed=plan is not None, shared=shared)  # fmt: skip
+    if compiled is None and potential_elbo is not None:  # compile it before the steps
+        _compile_potential(potential_elbo.potential, x, y, options=options)
     losses: list[float] = []
     batches = distributed.minibatches(_minibatches, len(x), options.batch_size)
     loop_began = time.perf_counter()
@@ -544,6 +541,16 @@ def _fit_guide(
     return losses
 
 
+def _compile_potential(potential, x, y, *, options: SVIOptions) -> None:
+    """Compile ``potential`` for the shape of the steps' batches (doubled by the
+    adversarial loss), so that the fit's loop times steps, not compilation."""
+    rows = distributed.step_rows(options.batch_size) or len(x)
+    if options.adversarial_epsilon is not None:
+        rows = 2 * min(rows, len(x))
+    xs, ys = torch.cat([x, x]), torch.cat([y, y])
+    potential(torch.zeros(potential.layout.size), xs[:rows], ys[:rows])
+
+
 def _compiled_step(
     guide, loss_fn, x, y, *, options: SVIOptions, plain: bool, distributed: bool, shared: dict
 ) -> compiled_step.CompiledStep | None:
@@ -568,8 +575,8 @@ def _compiled_step(
     rows = min(options.batch_size or len(x), len(x))
     try:
         step.prepare(x[:rows], y[:rows])  # before the steps, which the fit times
-    except RuntimeError:  # a model that branches on data values cannot be traced: same
-        return None  # objective, through Pyro's SVI.step
+    except Exception:  # tracing or compiling failed (an op it cannot trace): the same
+        return None  # objective through Pyro's SVI.step
     return step
 
 

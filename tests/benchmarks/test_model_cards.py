@@ -133,3 +133,21 @@ def test_readme_distributed_table_quotes_the_committed_report():
     quoted = readme.split(marker, 1)[1].split("\n", 1)[1]
     table = [line for line in report.splitlines() if line.startswith("|")]
     assert quoted.splitlines()[: len(table)] == table
+
+
+def test_readme_speed_table_quotes_the_committed_report():
+    """The README's speed table is the table of `bench speed`'s committed report, and that
+    report is the report of its committed records."""
+    import json
+
+    from benchmarks.speed.bench import format_markdown
+
+    results = ROOT / "benchmarks" / "speed"
+    report = (results / "speed.md").read_text()
+    assert report == format_markdown(json.loads((results / "speed.json").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    marker = "<!-- speed table"
+    assert marker in readme, "the README lost its speed table"
+    quoted = readme.split(marker, 1)[1].split("\n", 1)[1]
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert quoted.splitlines()[: len(table)] == table

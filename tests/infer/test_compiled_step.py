@@ -33,7 +33,7 @@ def _problem():
     return zoo.build("mlp-regression", in_features=3, hidden=(5,)), x, y
 
 
-def _run(kind: str, *, compiled: bool, steps: int = 30, backend: str = "jit"):
+def _run(kind: str, *, compiled: bool, steps: int = 30, backend: str = "jit", particles: int = 1):
     """``steps`` steps from the same start and the same random stream; the losses and the
     final parameters."""
     model, x, y = _problem()
@@ -44,10 +44,11 @@ def _run(kind: str, *, compiled: bool, steps: int = 30, backend: str = "jit"):
         potential = Potential(model, x, y, backend="jit")
         pyro.set_rng_seed(2)
         if compiled:
-            step = CompiledStep(guide, potential, backend=backend)
+            step = CompiledStep(guide, potential, backend=backend, num_particles=particles)
             losses = [step(x, y, lr=0.05) for _ in range(steps)]
         else:
-            svi = SVI(model, guide, ClippedAdam({"lr": 0.05}), PotentialELBO(potential))
+            loss = PotentialELBO(potential, num_particles=particles)
+            svi = SVI(model, guide, ClippedAdam({"lr": 0.05}), loss)
             losses = [svi.step(x, y) for _ in range(steps)]
         params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
     return losses, params
@@ -62,6 +63,15 @@ def test_compiled_step_is_pyros_step(kind):
     losses, params = _run(kind, compiled=True)
     assert losses == pytest.approx(expected_losses, rel=1e-4)
     assert params.keys() == expected.keys()
+    for name, value in params.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_several_particles_draw_what_the_potential_elbo_draws():
+    """Three particles: the same noise rows in the same order, the same averaged loss."""
+    expected_losses, expected = _run("lowrank", compiled=False, particles=3)
+    losses, params = _run("lowrank", compiled=True, particles=3)
+    assert losses == pytest.approx(expected_losses, rel=1e-4)
     for name, value in params.items():
         torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-5)
 

@@ -141,12 +141,13 @@ def test_fits_do_not_share_parameters_by_name():
 
 
 def test_learning_rate_schedules():
-    """Geometric: lr·(final/lr)^(t/T); linear: lr + (final − lr)·t/T, down to 0 allowed
-    (Atanov et al.'s schedule); a geometric decay to 0 is refused."""
+    """Geometric: lr·(final/lr)^((t + 1)/T), ending at final (ClippedAdam's lrd, applied
+    before each step); linear: lr + (final − lr)·t/T, down to 0 allowed (Atanov et al.'s
+    schedule); a geometric decay to 0 is refused."""
     from pyro_bnn.infer.svi import SVIOptions, learning_rates
 
     geometric = learning_rates(SVIOptions(lr=0.1, final_lr=0.001), 4)
-    assert geometric.tolist() == pytest.approx([0.1, 0.1 * 0.01**0.25, 0.01, 0.1 * 0.01**0.75])
+    assert geometric.tolist() == pytest.approx([0.1 * 0.01 ** (k / 4) for k in (1, 2, 3, 4)])
     linear = learning_rates(SVIOptions(lr=0.1, final_lr=0.0, lr_decay="linear"), 4)
     assert linear.tolist() == pytest.approx([0.1, 0.075, 0.05, 0.025])
     with pytest.raises(ValueError, match="final_lr=0 needs lr_decay='linear'"):
