@@ -203,7 +203,8 @@ class Potential:
         return -(trace.log_prob_sum(site_filter=lambda _, s: not site_is_subsample(s)) + log_det)
 
     def _site_fns(self, x, y) -> list:
-        trace = trace_at_support_zero(self.model, x, y)
+        with torch.random.fork_rng():  # a look at the model, not a draw from the stream
+            trace = trace_at_support_zero(self.model, x, y)
         return [s["fn"] for s in trace.nodes.values() if s["type"] == "sample"]
 
     def unvalidated(self, x: torch.Tensor, y: torch.Tensor) -> contextlib.AbstractContextManager:
