@@ -405,8 +405,9 @@ class DeepWeightPrior:
 
 def init_to_decoder_mean(site: dict | None = None):
     """Atanov et al.'s start for the guide's means: every implicit-prior latent z at a draw
-    of N(0, I), every kernel at its decoder's mean μ_φ(z) for that draw (no decoder noise);
-    other sites at a draw of their prior.
+    of N(0, I), every kernel at its decoder's mean μ_φ(z) for that draw (no decoder noise).
+    Any other site with a Normal prior starts at its prior mean too (in ``dwp-cnn`` the
+    kernels are the only other latents); the rest at a draw of their prior.
 
     Example:
         >>> import torch
