@@ -27,6 +27,7 @@ Example:
     >>> step = CompiledStep(guide, Potential(model, x, y), backend="jit")
     >>> isinstance(step(x, y, lr=0.01), float)
     True
+    >>> pyro.clear_param_store()  # the guide's parameters live in Pyro's global store
 """
 
 from __future__ import annotations
