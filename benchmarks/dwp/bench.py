@@ -439,6 +439,28 @@ def _prior(prior_name: str, dwp: DeepWeightPrior | None):
     raise ValueError(f"unknown prior {prior_name!r}; choose from {PRIORS}")
 
 
+def fit_cell(
+    prior_name: str,
+    size: int,
+    draw: int,
+    *,
+    config: DWPBenchConfig,
+    dwp: DeepWeightPrior | None,
+    data,
+):
+    """The posterior of one (prior, size, draw) cell, its training set and its method."""
+    pool_x, pool_y, _, _ = data
+    x, y = training_set(
+        pool_x, pool_y, size=size, draw=draw, seed=config.seed, stratified=config.stratified
+    )
+    torch.manual_seed(config.seed + draw)
+    model = DWPCNN(prior=_prior(prior_name, dwp))
+    if config.head_init == "xavier-normal":
+        nn.init.xavier_normal_(model.net.head.weight)
+    options = _fit_options(prior_name, config, size)
+    return fit(model, x, y, seed=config.seed + draw, **options), x, y, options["method"]
+
+
 def run_table_cell(
     prior_name: str,
     size: int,
@@ -448,23 +470,15 @@ def run_table_cell(
     dwp: DeepWeightPrior | None,
     data,
 ) -> dict[str, Any]:
-    pool_x, pool_y, test_x, test_y = data
-    x, y = training_set(
-        pool_x, pool_y, size=size, draw=draw, seed=config.seed, stratified=config.stratified
-    )
-    torch.manual_seed(config.seed + draw)
-    model = DWPCNN(prior=_prior(prior_name, dwp))
-    if config.head_init == "xavier-normal":
-        nn.init.xavier_normal_(model.net.head.weight)
-    options = _fit_options(prior_name, config, size)
-    post = fit(model, x, y, seed=config.seed + draw, **options)
+    post, x, y, method = fit_cell(prior_name, size, draw, config=config, dwp=dwp, data=data)
+    test_x, test_y = data[2], data[3]
     start = time.perf_counter()
     probs = post.predict(test_x, num_samples=None).probs
     return {
         "prior": prior_name,
         "size": size,
         "draw": draw,
-        "method": options["method"],
+        "method": method,
         "accuracy": accuracy(probs, test_y),
         "train_accuracy": accuracy(post.predict(x, num_samples=None).probs, y),
         "final_loss": float(np.mean(post.losses[0][-20:])),

@@ -33,19 +33,11 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous
 from pyro.optim import Adam
-from torch import nn
 
 from benchmarks import harness
-from benchmarks.dwp.bench import (
-    DWPBenchConfig,
-    _fit_options,
-    _prior,
-    mnist_pool_and_test,
-    training_set,
-)
+from benchmarks.dwp.bench import DWPBenchConfig, fit_cell, mnist_pool_and_test
 from pyro_bnn.dwp import DeepWeightPrior, init_to_decoder_mean
 from pyro_bnn.guides import AutoImplicitPriorNormal
-from pyro_bnn.infer import fit
 from pyro_bnn.metrics import accuracy
 from pyro_bnn.zoo.dwp_cnn import DWPCNN
 
@@ -93,16 +85,10 @@ def _guide_layers(post) -> dict:
 def fit_probe(prior_file: Path, *, prior: str, size: int, draw: int, overrides: dict) -> dict:
     """One table cell under ``overrides``, with what the table does not record."""
     config = DWPBenchConfig(**overrides)
+    data = mnist_pool_and_test(config)
     dwp = DeepWeightPrior.load(prior_file)
-    pool_x, pool_y, test_x, test_y = mnist_pool_and_test(config)
-    x, y = training_set(
-        pool_x, pool_y, size=size, draw=draw, seed=config.seed, stratified=config.stratified
-    )
-    torch.manual_seed(config.seed + draw)
-    model = DWPCNN(prior=_prior(prior, dwp))
-    if config.head_init == "xavier-normal":
-        nn.init.xavier_normal_(model.net.head.weight)
-    post = fit(model, x, y, seed=config.seed + draw, **_fit_options(prior, config, size))
+    post, x, y, _ = fit_cell(prior, size, draw, config=config, dwp=dwp, data=data)
+    test_x, test_y = data[2], data[3]
     return {
         "prior": prior,
         "size": size,

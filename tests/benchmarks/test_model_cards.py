@@ -117,37 +117,26 @@ def test_readme_uci_tables_quote_the_report(marker):
             assert row[column] == tables[title][dataset][source], (dataset, column)
 
 
-def test_readme_distributed_table_quotes_the_committed_report():
-    """The README's scaling table is the table of `bench distributed`'s committed report,
-    and that report is the report of its committed records."""
+@pytest.mark.parametrize(
+    ("bench", "module", "name"),
+    [
+        ("distributed", "benchmarks.distributed", "results"),
+        ("speed", "benchmarks.speed.bench", "speed"),
+    ],
+)
+def test_readme_table_quotes_the_committed_report(bench, module, name):
+    """The README's scaling and speed tables are the tables of `bench distributed`'s and
+    `bench speed`'s committed reports, and each report is the report of its records."""
+    import importlib
     import json
 
-    from benchmarks.distributed import format_markdown
-
-    results = ROOT / "benchmarks" / "distributed"
-    report = (results / "results.md").read_text()
-    assert report == format_markdown(json.loads((results / "results.json").read_text()))
+    format_markdown = importlib.import_module(module).format_markdown
+    results = ROOT / "benchmarks" / bench
+    report = (results / f"{name}.md").read_text()
+    assert report == format_markdown(json.loads((results / f"{name}.json").read_text()))
     readme = (ROOT / "README.md").read_text()
-    marker = "<!-- distributed table"
-    assert marker in readme, "the README lost its distributed table"
-    quoted = readme.split(marker, 1)[1].split("\n", 1)[1]
-    table = [line for line in report.splitlines() if line.startswith("|")]
-    assert quoted.splitlines()[: len(table)] == table
-
-
-def test_readme_speed_table_quotes_the_committed_report():
-    """The README's speed table is the table of `bench speed`'s committed report, and that
-    report is the report of its committed records."""
-    import json
-
-    from benchmarks.speed.bench import format_markdown
-
-    results = ROOT / "benchmarks" / "speed"
-    report = (results / "speed.md").read_text()
-    assert report == format_markdown(json.loads((results / "speed.json").read_text()))
-    readme = (ROOT / "README.md").read_text()
-    marker = "<!-- speed table"
-    assert marker in readme, "the README lost its speed table"
+    marker = f"<!-- {bench} table"
+    assert marker in readme, f"the README lost its {bench} table"
     quoted = readme.split(marker, 1)[1].split("\n", 1)[1]
     table = [line for line in report.splitlines() if line.startswith("|")]
     assert quoted.splitlines()[: len(table)] == table
