@@ -69,7 +69,7 @@ PAPER = {
     "normal": {50: 0.717, 100: 0.816, 200: 0.890, 500: 0.938, 1000: 0.959},
 }
 PIXEL_SCALE = 255.0
-SOURCE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SOURCE_OPTIMIZERS = ("adam", "adamw")  # see _source_optimizer_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +132,7 @@ class DWPBenchConfig(harness.Settings):
 
     def __post_init__(self) -> None:
         for name, choices in (
-            ("source_optimizer", tuple(SOURCE_OPTIMIZERS)),
+            ("source_optimizer", SOURCE_OPTIMIZERS),
             ("source_lr_decay", ("linear", "none")),
             ("source_init", ("xavier-normal", "torch")),
             ("lr_decay", ("linear", "geometric")),

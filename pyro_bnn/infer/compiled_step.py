@@ -102,6 +102,15 @@ class CompiledStep:
         self.t = torch.zeros((), dtype=torch.float64, device="cpu")
         self.noise_size = elbo.noise_size(guide, potential.layout)
         self.cache = {} if cache is None else cache
+        # what the traced graph bakes in besides the batch's shape: fixed for this step
+        self._graph_key = (
+            type(guide),
+            backend,
+            num_particles,
+            (clip_norm, betas, eps),
+            id(potential),
+            tuple((tuple(p.shape), p.dtype) for p in self.params),
+        )
 
     def _loss(self, params, noise, x, y) -> torch.Tensor:
         values = {a: t(p) for a, t, p in zip(self.attributes, self.transforms, params, strict=True)}
@@ -128,14 +137,8 @@ class CompiledStep:
         return loss
 
     def _compiled(self, inputs: tuple[torch.Tensor, ...]):
-        key = (
-            type(self.guide),
-            self.backend,
-            self.num_particles,
-            (self.clip_norm, self.betas, self.eps),
-            id(self.potential),
-            tuple((tuple(t.shape), t.dtype) for t in inputs),
-        )
+        x, y = inputs[-2:]
+        key = (self._graph_key, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
         if key not in self.cache:
             from torch.fx.experimental.proxy_tensor import make_fx
 
