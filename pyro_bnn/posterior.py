@@ -269,9 +269,7 @@ class Posterior:
             return _closed_form_prediction(obs, closed)
         if obs.probs is not None:
             probs = obs.probs.mean(0)
-            labels = torch.arange(probs.shape[-1], dtype=probs.dtype)
-            mean = probs @ labels
-            std = (probs @ labels**2 - mean**2).clamp_min(0).sqrt()
+            mean, std = _label_moments(probs)
             return Prediction(samples=obs.value, mean=mean, std=std, probs=probs, draws=obs)
         epistemic = obs.loc.var(0, unbiased=False)
         aleatoric = obs.noise_var.mean(0)
@@ -292,13 +290,19 @@ class Posterior:
         return obs.log_lik.reshape(self.num_chains, self.num_draws, -1)
 
 
+def _label_moments(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sd of the class label (0, 1, ...) under class probabilities ``probs``, on
+    their device."""
+    labels = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+    mean = probs @ labels
+    return mean, (probs @ labels**2 - mean**2).clamp_min(0).sqrt()
+
+
 def _closed_form_prediction(obs: ObsDraws, closed: dict[str, torch.Tensor]) -> Prediction:
     """A Prediction whose summaries are a method's closed form; its samples are the draws."""
     if "probs" in closed:
         probs = closed["probs"].to(obs.probs.dtype)
-        labels = torch.arange(probs.shape[-1], dtype=probs.dtype)
-        mean = probs @ labels
-        std = (probs @ labels**2 - mean**2).clamp_min(0).sqrt()
+        mean, std = _label_moments(probs)
         return Prediction(samples=obs.value, mean=mean, std=std, probs=probs, draws=obs)
     dtype = obs.loc.dtype
     epistemic, aleatoric = closed["epistemic_var"].to(dtype), closed["aleatoric_var"].to(dtype)

@@ -4,7 +4,8 @@ predicts there. The CPU path runs always; the CUDA path where a GPU is present."
 import pytest
 import torch
 
-from pyro_bnn import fit, load, zoo
+from pyro_bnn import fit, load, to_inference_data, zoo
+from pyro_bnn.device import model_to
 
 X = torch.linspace(-1, 1, 32)[:, None]
 Y = torch.sin(3 * X[:, 0])
@@ -35,6 +36,51 @@ def test_a_device_that_is_not_there_is_a_clear_error():
             _fit("cuda")
 
 
+ZOO_ARGUMENTS = {"mlp-classification": dict(in_features=2, num_classes=3)}
+
+
+def _tensors(value, path):
+    """(path, tensor) for every tensor in a prior, through the distributions inside it."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, torch.distributions.Distribution):
+        for key, item in vars(value).items():
+            yield from _tensors(item, f"{path}.{key}")
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_moving_a_model_moves_its_priors_too(name):
+    # a PyroSample prior given as a distribution object is not moved by Module.to (on a
+    # GPU its CPU loc/scale met CUDA inputs); the meta device shows the move without one
+    arguments = ZOO_ARGUMENTS.get(name, {})
+    try:
+        model = zoo.build(name, **arguments)
+    except TypeError:
+        model = zoo.build(name, in_features=2, **arguments)
+    model_to(model, torch.device("meta"))
+    found = [(f"{module_name}.{site}", path, tensor)
+             for module_name, module in model.named_modules()
+             for site, prior in getattr(module, "_pyro_samples", {}).items()
+             for path, tensor in _tensors(prior, "")]  # fmt: skip
+    # the likelihood's noise prior, a plain attribute (the first GPU run met it on the CPU)
+    noise_prior = getattr(getattr(model, "likelihood", None), "precision_prior", None)
+    found += [("likelihood", path, tensor) for path, tensor in _tensors(noise_prior, "")]
+    # networks held by lazy priors: the deep weight prior's kernel VAE (the GPU run met its
+    # decoder on the CPU)
+    found += [(f"{module_name}.{site}", key, tensor)
+              for module_name, module in model.named_modules()
+              for site, prior in getattr(module, "_pyro_samples", {}).items()
+              for key, held in getattr(prior, "__dict__", {}).items()
+              if isinstance(held, torch.nn.Module)
+              for tensor in held.state_dict().values()]  # fmt: skip
+    if name == "mlp-regression":  # a prior object and a noise prior, both checked
+        assert {site for site, _, _ in found} >= {"net.0.weight", "likelihood"}
+    if name == "dwp-cnn":
+        assert {path for _, path, _ in found} == {"vae"}
+    assert [(s, p) for s, p, t in found if t.device.type != "meta"] == []
+    assert all(t.device.type == "meta" for t in model.state_dict().values())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none here")
 @pytest.mark.parametrize("method", ["map", "meanfield", "nuts", "laplace"])
 def test_the_cuda_path(method, tmp_path):
@@ -46,6 +92,8 @@ def test_the_cuda_path(method, tmp_path):
     assert all(v.device.type == "cuda" for v in post.draws.values())
     pred = post.predict(X)  # CPU inputs follow the posterior to its device
     assert pred.mean.device.type == "cuda" and bool(torch.isfinite(pred.std).all())
+    idata = to_inference_data(post)  # the training data, kept on the GPU, come back as numpy
+    assert idata.log_likelihood["obs"].shape[-1] == len(X)
     post.save(tmp_path / "p.safetensors")
     again = load(tmp_path / "p.safetensors")  # loaded on the CPU
     assert torch.allclose(again.predict(X, seed=2).mean, post.predict(X, seed=2).mean.cpu(),

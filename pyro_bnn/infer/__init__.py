@@ -23,7 +23,7 @@ from collections.abc import Callable
 import pyro
 import torch
 
-from pyro_bnn.device import as_device, placed
+from pyro_bnn.device import as_device, model_to, placed
 from pyro_bnn.distributed import (
     MODES,
     DataParallel,
@@ -85,7 +85,7 @@ def fit(
         place = torch.device("cpu") if device is None else as_device(device)
     if device is not None:
         if isinstance(model, torch.nn.Module):
-            model.to(place)
+            model_to(model, place)
         x, y = x.to(place), y.to(place)
     plan, ranks = None, None
     if distributed is not None:
