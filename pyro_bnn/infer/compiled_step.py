@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pyro
@@ -48,7 +49,7 @@ from torch.distributions import transform_to
 from pyro_bnn.infer import elbo
 from pyro_bnn.potential import Potential
 
-__all__ = ["CompiledStep", "supports"]
+__all__ = ["CompiledStep", "compile_graph", "supports"]
 
 GUIDES = (AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoDelta)
 
@@ -57,6 +58,28 @@ def supports(guide, potential: Potential) -> bool:
     """Whether the compiled step runs ``guide``: one of :data:`GUIDES` exactly (a subclass
     may draw differently), on the potential's layout."""
     return type(guide) in GUIDES and elbo.supports(guide, potential)
+
+
+def compile_graph(
+    step: Callable, inputs: tuple[torch.Tensor, ...], *, potential: Potential, backend: str
+) -> Callable:
+    """``step(*inputs)``, a function of tensors through ``potential``'s model that may write
+    into its inputs, as one graph: traced by ``make_fx`` (on copies: tracing runs it once)
+    with the model at the batch ``inputs[-2:]`` unvalidated, then run by
+    ``torch.jit.trace`` (``backend="jit"``) or compiled by ``torch.compile``
+    (``"inductor"``, compiled now, on copies). Any failure to trace raises."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    copies = tuple(t.clone() for t in inputs)
+    with potential.unvalidated(*inputs[-2:]):
+        graph = make_fx(step)(*copies)
+    if backend == "inductor":
+        compiled = torch.compile(graph, dynamic=False)
+        compiled(*(t.clone() for t in inputs))
+        return compiled
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
+        return torch.jit.trace(graph, copies, check_trace=False)
 
 
 def _guide_parameters(guide) -> dict[str, str]:
@@ -140,19 +163,9 @@ class CompiledStep:
         x, y = inputs[-2:]
         key = (self._graph_key, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
         if key not in self.cache:
-            from torch.fx.experimental.proxy_tensor import make_fx
-
-            copies = tuple(t.clone() for t in inputs)  # tracing runs the update once
-            with self.potential.unvalidated(*inputs[-2:]):
-                graph = make_fx(self._step)(*copies)
-            if self.backend == "inductor":
-                compiled = torch.compile(graph, dynamic=False)
-                compiled(*(t.clone() for t in inputs))  # compile now, on copies
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
-                    compiled = torch.jit.trace(graph, copies, check_trace=False)
-            self.cache[key] = compiled  # only once it has run
+            self.cache[key] = compile_graph(  # kept only once it has run
+                self._step, inputs, potential=self.potential, backend=self.backend
+            )
         return self.cache[key]
 
     def _noise(self, draw) -> torch.Tensor:

@@ -55,6 +55,7 @@ from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, not_finite_at_start, potential_diagnostics
 from pyro_bnn.distributed import shard_rows_index
 from pyro_bnn.infer.chains import Chain
+from pyro_bnn.infer.compiled_step import compile_graph
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
 from pyro_bnn.potential import Potential, flat_initial_values, flat_layout
@@ -77,8 +78,10 @@ __all__ = [
 class SGMCMCOptions(Options):
     """What every SG-MCMC chain shares: minibatches of ``batch_size`` rows (None: full
     batch); ``step_size`` on the full-data potential; draws kept every ``thin`` steps;
-    ``temperature`` T of p(θ | D)^(1/T); ``backend`` of the potential (``"jit"``,
-    ``"inductor"`` or ``"eager"``); each chain starts from ``init_strategy``."""
+    ``temperature`` T of p(θ | D)^(1/T); ``backend`` of the step: ``"jit"`` traces the
+    gradient and the update into one graph, ``"inductor"`` compiles that graph with
+    ``torch.compile``, ``"eager"`` runs them step by step; each chain starts from
+    ``init_strategy``."""
 
     thin: int = 1
     batch_size: int | None = None
@@ -229,40 +232,58 @@ class CyclicalSGHMCOptions(FrictionOptions, CyclicalSGLDOptions):
 
 
 # -- dynamics: one step each, on flat tensors -----------------------------------------------
+#
+# Each dynamics holds its state as a list of tensors (θ first) and updates it in place with
+# ``update_(tensors, grad, eps, noise)``: a fixed formula of tensors, which
+# :class:`SGMCMCStep` runs as it is (``backend="eager"``, or data-parallel) or traced
+# into one graph with the gradient. ``eps`` is the step size (a 0-dim float64 CPU tensor)
+# and ``noise`` standard normals shaped like θ (zeros where no noise is injected).
 
 
-def _noise(like: torch.Tensor, variance: float | torch.Tensor) -> torch.Tensor:
-    return torch.randn_like(like) * torch.as_tensor(variance).clamp_min(0).sqrt()
+def _wide(theta: torch.Tensor) -> torch.dtype:
+    """float64 for the samplers' scalar state (counts, the thermostat), as Python floats
+    were, where the device has it (MPS has not)."""
+    return theta.dtype if theta.device.type == "mps" else torch.float64
+
+
+def _scaled(noise: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """``noise`` times √variance (a negative variance, from rounding, injects none)."""
+    return noise * variance.clamp_min(0).sqrt().to(noise.dtype)
 
 
 class Langevin:
-    """SGLD. Each dynamics has ``step`` and ``stats`` (statistics of the current state,
-    asked for only when a draw is kept)."""
+    """SGLD. Each dynamics has ``tensors``, ``update_`` and ``stats`` (statistics of the
+    current state, asked for only when a draw is kept)."""
 
     def __init__(self, theta: torch.Tensor, options: SGMCMCOptions) -> None:
-        self.theta, self.temperature = theta, options.temperature
+        self.options = options
+        self.tensors = [theta.detach().clone()]
 
-    def step(self, grad: torch.Tensor, eps: float, noisy: bool) -> None:
-        self.theta = self.theta - 0.5 * eps * grad
-        if noisy:
-            self.theta = self.theta + _noise(self.theta, eps * self.temperature)
+    @property
+    def theta(self) -> torch.Tensor:
+        return self.tensors[0]
 
-    def stats(self) -> dict[str, float]:
+    def update_(self, tensors, grad, eps, noise) -> None:
+        (theta,) = tensors
+        theta.sub_(0.5 * eps.to(theta.dtype) * grad)
+        theta.add_(_scaled(noise, eps * self.options.temperature))
+
+    def stats(self, eps: float) -> dict[str, float]:
         return {}
 
 
-class Hamiltonian:
-    """SGHMC with v = η p (Chen et al.'s reparameterisation)."""
+class Hamiltonian(Langevin):
+    """SGHMC with v = η p (Chen et al.'s reparameterisation). State: θ, v, the running
+    estimate V̂ of the minibatch-gradient noise variance, the last minibatch gradient, and
+    (gradients seen, estimates made)."""
 
     def __init__(self, theta: torch.Tensor, options: FrictionOptions) -> None:
-        self.theta, self.options = theta, options
-        self.v = torch.zeros_like(theta)
-        self.eta = options.step_size  # the last step's η, for the kinetic temperature
-        self.grad_var = torch.zeros_like(theta)
-        self.previous: torch.Tensor | None = None
-        self.seen = 0
+        super().__init__(theta, options)
+        zeros = torch.zeros_like(theta)
+        counts = torch.zeros(2, dtype=_wide(theta), device=theta.device)
+        self.tensors += [zeros, zeros.clone(), zeros.clone(), counts]
 
-    def _beta_hat(self, grad: torch.Tensor, eta: float) -> torch.Tensor | float:
+    def _beta_hat(self, tensors, grad, eta) -> torch.Tensor:
         """β̂ = η V̂ / 2, V̂ the minibatch-gradient noise variance per coordinate.
 
         Two consecutive minibatches are independent draws at almost the same θ (a step
@@ -271,50 +292,125 @@ class Hamiltonian:
         that a plain running variance would count as noise."""
         o = self.options
         if not o.noise_estimate or o.batch_size is None:
-            return 0.0
-        if self.previous is not None:
-            w = o.noise_decay
-            self.seen += 1
-            self.grad_var = w * self.grad_var + (1 - w) * 0.5 * (grad - self.previous) ** 2
-        self.previous = grad
-        if self.seen == 0:
-            return 0.0
-        corrected = self.grad_var / (1 - o.noise_decay**self.seen)  # the average starts at 0
-        return (0.5 * eta * corrected).clamp(max=o.friction)
+            return torch.zeros((), dtype=torch.float64)
+        _, _, grad_var, previous, counts = tensors
+        w = o.noise_decay
+        after_first = counts[0] > 0  # a previous minibatch gradient exists
+        estimate = w * grad_var + (1 - w) * 0.5 * (grad - previous) ** 2
+        grad_var.copy_(torch.where(after_first, estimate, grad_var))
+        counts.add_(torch.stack([torch.ones_like(counts[0]), after_first.to(counts.dtype)]))
+        previous.copy_(grad)
+        seen = counts[1]
+        corrected = grad_var / (1 - w ** seen.clamp_min(1)).to(grad.dtype)  # starts at 0
+        beta = (0.5 * eta.to(grad.dtype) * corrected).clamp(max=o.friction)
+        return torch.where(seen > 0, beta, torch.zeros_like(beta))
 
-    def step(self, grad: torch.Tensor, eta: float, noisy: bool) -> None:
+    def update_(self, tensors, grad, eta, noise) -> None:
+        theta, v = tensors[:2]
         alpha = self.options.friction
-        beta = self._beta_hat(grad, eta)
-        self.v = (1 - alpha) * self.v - eta * grad
-        if noisy:
-            variance = 2 * (alpha - beta) * eta * self.options.temperature
-            self.v = self.v + _noise(self.v, variance)
-        self.theta = self.theta + self.v
-        self.eta = eta
+        beta = self._beta_hat(tensors, grad, eta)
+        v.mul_(1 - alpha).sub_(eta.to(v.dtype) * grad)
+        v.add_(_scaled(noise, 2 * (alpha - beta) * eta * self.options.temperature))
+        theta.add_(v)
 
-    def stats(self) -> dict[str, float]:
-        return {"kinetic_temperature": float(self.v.pow(2).mean() / self.eta)}
+    def stats(self, eps: float) -> dict[str, float]:
+        return {"kinetic_temperature": float(self.tensors[1].pow(2).mean() / eps)}
 
 
-class NoseHoover:
-    """SGNHT."""
+class NoseHoover(Langevin):
+    """SGNHT. State: θ, the momentum p, the thermostat ξ and the kinetic temperature."""
 
     def __init__(self, theta: torch.Tensor, options: SGNHTOptions) -> None:
-        self.theta, self.options = theta, options
-        self.p = torch.randn_like(theta) * math.sqrt(options.temperature)
-        self.xi = options.diffusion
+        super().__init__(theta, options)
+        p = torch.randn_like(theta) * math.sqrt(options.temperature)
+        xi = torch.full((), options.diffusion, dtype=_wide(theta), device=theta.device)
+        self.tensors += [p, xi, torch.zeros_like(xi)]
 
-    def step(self, grad: torch.Tensor, h: float, noisy: bool) -> None:
+    def update_(self, tensors, grad, h, noise) -> None:
+        theta, p, xi, kinetic = tensors
         o = self.options
-        self.p = self.p - self.xi * self.p * h - grad * h
-        if noisy:
-            self.p = self.p + _noise(self.p, 2 * o.diffusion * h * o.temperature)
-        self.theta = self.theta + self.p * h
-        self.kinetic = float(self.p.pow(2).mean())  # the thermostat needs it every step
-        self.xi += (self.kinetic - o.temperature) * h
+        step = h.to(p.dtype)
+        p.copy_(p - xi.to(p.dtype) * p * step - grad * step)
+        p.add_(_scaled(noise, 2 * o.diffusion * h * o.temperature))
+        theta.add_(p * step)
+        kinetic.copy_(p.pow(2).mean())  # the thermostat needs it every step
+        xi.add_((kinetic - o.temperature) * h.to(xi.dtype))
 
-    def stats(self) -> dict[str, float]:
-        return {"kinetic_temperature": self.kinetic, "thermostat": self.xi}
+    def stats(self, eps: float) -> dict[str, float]:
+        return {"kinetic_temperature": float(self.tensors[3]), "thermostat": float(self.tensors[2])}
+
+
+class SGMCMCStep:
+    """``step(x, y, eps, noise) -> (energy, finite)``: the minibatch potential's gradient
+    at θ and ``dynamics``' update of its state in place, as one graph per batch shape
+    (``backend`` ``"jit"`` or ``"inductor"``, :func:`~pyro_bnn.infer.compiled_step.
+    compile_graph`; kept in ``cache``, shared by the chains of a fit) or run as it is
+    (``"eager"``; a model the step cannot trace; data-parallel ranks, whose gradients are
+    averaged between the two halves)."""
+
+    def __init__(self, potential: Potential, dynamics, *, backend: str, cache: dict) -> None:
+        self.potential, self.dynamics = potential, dynamics
+        self.backend, self.cache = backend, cache
+        theta = dynamics.theta
+        # what the traced graph bakes in besides the batch's shape: the options' constants
+        self._graph_key = (type(dynamics), dynamics.options, backend, id(potential),
+                           tuple(theta.shape), theta.dtype)  # fmt: skip
+
+    def _step(self, *tensors):
+        state, (eps, noise, x, y) = list(tensors[:-4]), tensors[-4:]
+        grad, energy = torch.func.grad_and_value(self.potential._energy)(state[0], x, y)
+        finite = torch.isfinite(grad).all()
+        self.dynamics.update_(state, grad, eps, noise)
+        # the state comes back too: torch.compile (torch 2.13) drops an in-place write to a
+        # 0-dim input that nothing returned reads (SGNHT's thermostat stood still)
+        return energy, finite, *state
+
+    def _compiled(self, inputs: tuple[torch.Tensor, ...]) -> Callable | None:
+        x, y = inputs[-2:]
+        key = (self._graph_key, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
+        if key not in self.cache:
+            try:
+                self.cache[key] = compile_graph(
+                    self._step, inputs, potential=self.potential, backend=self.backend
+                )
+            except Exception:  # an op it cannot trace: the same formulas, step by step
+                self.cache[key] = None
+        return self.cache[key]
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Build (and compile) the step for batches shaped like ``(x, y)`` before the
+        chain's steps; the state does not move (the graph is traced on copies)."""
+        if self.backend != "eager":
+            theta = self.dynamics.theta
+            eps = torch.zeros((), dtype=torch.float64)
+            self._compiled((*self.dynamics.tensors, eps, torch.zeros_like(theta), x, y))
+
+    def __call__(self, x, y, eps: float, noise: torch.Tensor, *, plan=None):
+        eps_t = torch.tensor(eps, dtype=torch.float64)
+        tensors = self.dynamics.tensors
+        if plan is None and self.backend != "eager":
+            inputs = (*tensors, eps_t, noise, x, y)
+            compiled = self._compiled(inputs)
+            if compiled is not None:
+                energy, finite = compiled(*inputs)[:2]
+                return energy, bool(finite)
+        theta = tensors[0].detach().requires_grad_(True)
+        try:
+            energy = self.potential(theta, x, y)
+            (grad,) = torch.autograd.grad(energy, theta)
+        except Exception:
+            if plan is not None:  # the other ranks wait in the all-reduce: send NaN
+                nan = torch.full_like(theta, math.nan)
+                plan.average_flat(nan, nan[0])
+            raise
+        if plan is not None:  # the global minibatch's gradient and potential
+            grad, value = plan.average_flat(grad, energy)
+            energy = energy.new_tensor(value)
+        finite = bool(torch.isfinite(grad).all())
+        if finite:
+            with torch.no_grad():
+                self.dynamics.update_(tensors, grad, eps_t, noise)
+        return energy.detach(), finite
 
 
 def _minibatches(
@@ -362,6 +458,12 @@ def run_sgmcmc_chain(
     )
     began = time.perf_counter()
     state = dynamics(start, options)
+    step_fn = SGMCMCStep(potential, state, backend=options.backend,
+                         cache=shared.setdefault("sgmcmc_steps", {}))  # fmt: skip
+    if plan is None:
+        rows = min(options.batch_size or len(x), len(x))
+        step_fn.prepare(x[:rows], y[:rows])
+    setup_s, began = time.perf_counter() - began, time.perf_counter()
     batches = distributed.minibatches(_minibatches, len(x), options.batch_size)
     kept: list[torch.Tensor] = []
     stats: dict[str, list[float]] = {}
@@ -369,20 +471,11 @@ def run_sgmcmc_chain(
     with tqdm(total=options.num_steps, desc=name, disable=not progress_bar) as bar:
         for step, (eps, noisy, keep) in enumerate(options.schedule()):
             index = next(batches)
-            theta = state.theta.detach().requires_grad_(True)
             xb, yb = (x, y) if index is None else (x[index], y[index])
-            try:
-                energy = potential(theta, xb, yb)
-                (grad,) = torch.autograd.grad(energy, theta)
-            except Exception:
-                if plan is not None:  # the other ranks wait in the all-reduce: send NaN
-                    nan = torch.full_like(theta, math.nan)
-                    plan.average_flat(nan, nan[0])
-                raise
-            if plan is not None:  # the global minibatch's gradient and potential
-                grad, value = plan.average_flat(grad, energy)
-                energy = energy.new_tensor(value)
-            if not torch.isfinite(grad).all():
+            theta = state.theta
+            noise = torch.randn_like(theta) if noisy else torch.zeros_like(theta)
+            energy, finite = step_fn(xb, yb, eps, noise, plan=plan)
+            if not finite:
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "gradient", x, y))
                 raise FloatingPointError(
@@ -392,11 +485,10 @@ def run_sgmcmc_chain(
                 )
             if step < max(1, options.num_steps // 100):
                 first.append(energy.item())
-            state.step(grad, eps, noisy)
             if keep:
-                kept.append(state.theta.detach().clone())
+                kept.append(state.theta.clone())
                 for key, value in {"step_size": eps, "potential": energy.item(),
-                                   **state.stats()}.items():  # fmt: skip
+                                   **state.stats(eps)}.items():  # fmt: skip
                     stats.setdefault(key, []).append(value)
             bar.update()
     theta = torch.stack(kept)[None]
@@ -414,5 +506,9 @@ def run_sgmcmc_chain(
         sample_stats={k: np.asarray(v)[None] for k, v in stats.items()},
         diagnostics=diagnostics,
         warnings=found,
-        timings={"sampling_s": time.perf_counter() - began, "gradients": options.num_steps},
+        timings={
+            "setup_s": setup_s,
+            "sampling_s": time.perf_counter() - began,
+            "gradients": options.num_steps,
+        },
     )
