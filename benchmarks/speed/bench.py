@@ -6,7 +6,8 @@ boston split 0 when the UCI directory is there, else synthetic data of the same 
 
 Every figure is reported beside its reference from the same run:
 - SVI step time against a plain-torch deterministic Adam step (the floor), a hand-written
-  Bayes-by-Backprop step and NumPyro's SVI step;
+  Bayes-by-Backprop step and NumPyro's SVI step; a full-batch ``sghmc`` step against the
+  floor;
 - NUTS time per gradient and ESS/s of the test predictions (min over test points) against
   NumPyro's NUTS with the same model, warmup, draws and tree depth;
 - ``predict`` on 10,000 inputs × 1,000 draws: time and peak memory.
@@ -34,6 +35,7 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.infer.autoguide import init_to_median
 
 from benchmarks import harness
 from pyro_bnn import zoo
@@ -157,6 +159,25 @@ def _pyro_svi_step_ms(
         seed=config.seed,
     )
     return 1000 * post.timings["steps_s"] / post.timings["steps"]
+
+
+def _sgmcmc_step_ms(data: Split, *, backend: str, config: SpeedConfig) -> float:
+    """Time of one full-batch ``sghmc`` step (gradient and update, one compiled graph)
+    inside ``fit``'s loop, compilation excluded."""
+    post = fit(
+        _model(),
+        data.x_train,
+        data.y_train,
+        method="sghmc",
+        step_size=1e-6,  # a time, not a posterior: small enough never to diverge
+        init_strategy=init_to_median,
+        burn_in=config.svi_steps - 1,
+        num_samples=1,
+        backend=backend,
+        progress_bar=False,
+        seed=config.seed,
+    )
+    return 1000 * post.timings["sampling_s"] / post.timings["gradients"]
 
 
 def _same_posterior(data: Split, config: SpeedConfig) -> dict:
@@ -431,6 +452,10 @@ def run_speed(config: SpeedConfig, *, out: Path | None = None) -> dict:
             # the deterministic ELBO: moment propagation, no weight draw, same guide
             "pyro_bnn_dvi": _pyro_svi_step_ms(data, backend="pyro", config=config, method="dvi"),
         },
+        "sgmcmc_ms_per_step": {
+            "sghmc": _sgmcmc_step_ms(data, backend="jit", config=config),
+            "sghmc_inductor": _sgmcmc_step_ms(data, backend="inductor", config=config),
+        },
         "same_posterior": _same_posterior(data, config),
         "nuts": {str(d): _pyro_nuts(data, config, d) for d in config.max_tree_depths},
         "predict": _predict(data, config),
@@ -523,6 +548,7 @@ def _nuts_rows(ours: dict, numpyro: dict) -> list[str]:
 def format_markdown(results: dict) -> str:
     """The table the README quotes: each figure beside its reference and their ratio."""
     svi, nuts, pred = results["svi_ms_per_step"], results["nuts"], results["predict"]
+    sg = results.get("sgmcmc_ms_per_step", {})  # runs before 2026-11-28 have none
     ref = results.get("numpyro") or {}
     bbb = svi["hand_written_bbb"]
     rows = [
@@ -583,6 +609,13 @@ def format_markdown(results: dict) -> str:
             ]
             if "pyro_bnn_dvi" in svi
             else []
+        ),
+        *(
+            _row(
+                f"SG-MCMC step: pyro-bnn `sghmc`{label}", sg[key], " ms", "floor", svi["floor_adam"]
+            )
+            for key, label in (("sghmc", ""), ("sghmc_inductor", ', `backend="inductor"`'))
+            if key in sg
         ),
         *_nuts_rows(nuts, ref.get("nuts", {})),
         _row(

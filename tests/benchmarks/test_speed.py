@@ -19,12 +19,14 @@ def test_speed_bench_smoke(tmp_path):
         "pyro_trace_elbo_autonormal_equivalent",
         "pyro_bnn_dvi",
     }
+    assert saved["sgmcmc_ms_per_step"].keys() == {"sghmc", "sghmc_inductor"}
     assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"]["3"].keys()
     assert saved["predict"]["rows"] == 500 and saved["predict"]["draws"] == 50
     assert set(saved["same_posterior"]) == {"compiled", "trace_elbo"}
     table = (tmp_path / "speed.md").read_text()
     assert "| measurement | pyro-bnn | reference | ratio |" in table
     assert "SVI step: pyro-bnn `meanfield`" in table and results["date"] in table
+    assert "SG-MCMC step: pyro-bnn `sghmc`" in table
 
 
 def test_protein_like_has_protein_shape():
