@@ -225,6 +225,21 @@ class KernelVAE(nn.Module):
         return (kl - log_lik).mean()
 
     @torch.no_grad()
+    def log_density(self, w: torch.Tensor, *, num_samples: int = 32) -> torch.Tensor:
+        """Importance-weighted estimate of log p(w) = log ∫ p(w | z) p(z) dz for kernels
+        ``w`` (n, k, k), with the encoder r(z | w) as proposal and ``num_samples`` draws
+        (one draw is the ELBO, a lower bound; the bound tightens as draws grow)."""
+        z_loc, z_scale = self.encoder(w)
+        z = z_loc + z_scale * torch.randn(num_samples, *z_loc.shape)
+        w_loc, w_scale = self.decoder(z)
+        log_w = (
+            dist.Normal(w_loc, w_scale).log_prob(w).flatten(-2).sum(-1)
+            + dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            - dist.Normal(z_loc, z_scale).log_prob(z).sum(-1)
+        )
+        return torch.logsumexp(log_w, 0) - math.log(num_samples)
+
+    @torch.no_grad()
     def sample(self, num_kernels: int, *, mean: bool = False) -> torch.Tensor:
         """``num_kernels`` kernels from the prior, (n, k, k); ``mean`` gives μ_φ(z)."""
         loc, scale = self.decoder(torch.randn(num_kernels, self.z_dim))

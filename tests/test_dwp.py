@@ -240,3 +240,25 @@ def test_kl_only_fit_keeps_kernels_at_the_norm_of_the_priors_own_data():
         svi.step()
     fitted = guide.median()["0.weight"].detach().reshape(-1, 25).norm(dim=1).median()
     assert 0.8 < float(fitted) / data_median < 1.2
+
+
+def test_log_density_of_a_vae_that_ignores_its_latent_is_the_decoders_gaussian():
+    # zero both heads' weights: every z decodes to the decoder head's biases, so p(w) is
+    # exactly N(0.1, softplus(-2) + 1e-5) per pixel, and the encoder proposes N(0, I), the
+    # latent's own prior, so every importance ratio p(z)/r(z|w) is 1 and the estimate is
+    # exact up to float32 rounding, for any number of draws
+    torch.manual_seed(0)
+    vae = KernelVAE(kernel_size=5, z_dim=2, hidden=4)
+    unit = math.log(math.expm1(1 - 1e-5))  # softplus(unit) + 1e-5 = 1
+    with torch.no_grad():
+        for head, bias in (
+            (vae.decoder.net[-1], [0.1, -2.0]),
+            (vae.encoder.net[-1], [0, 0, unit, unit]),
+        ):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(bias))
+    w = 0.2 * torch.randn(6, 5, 5)
+    scale = torch.nn.functional.softplus(torch.tensor(-2.0)) + 1e-5
+    exact = torch.distributions.Normal(0.1, scale).log_prob(w).flatten(1).sum(1)
+    for draws in (1, 64):
+        assert torch.allclose(vae.log_density(w, num_samples=draws), exact, atol=1e-3)

@@ -11,6 +11,18 @@ probe. q starts at the decoder's mean for a latent draw (log-variance −10), an
 KL term (no data) is optimised, with Adam 5e-3 for 200 steps. It records the median
 kernel norm per layer before and after.
 
+``python -m benchmarks.dwp.probes density PRIOR_FILE --name N`` asks how each layer's
+kernel VAE treats small kernels. It shrinks 200 decoder means μ(z) (z ~ N(0, I)) by s, and
+records the median of log p(s·μ) (:meth:`~pyro_bnn.dwp.KernelVAE.log_density`, 32 draws)
+for each s from 1 down to 0. A density that climbs as s falls pulls kernels to zero.
+
+``python -m benchmarks.dwp.probes vae PRIOR_FILE --name N --kernels SOURCE --save FILE
+[--set hidden=H epochs=E max_kernels=M layer=L]`` retrains one layer's VAE (default
+``*conv2``, 16 wide, 100 epochs on 10,000 kernels). The kernels come from SOURCE: the
+bench's ``source_kernels.pt`` cache, filtered as the bench filters them, or an ``.npy``
+file of k×k kernels. It saves the prior with that VAE to FILE and records its density
+probe.
+
 Each appends one JSON line to ``--out`` (default ``benchmarks/dwp/probes.jsonl``).
 
 Example:
@@ -39,7 +51,7 @@ from benchmarks.dwp.bench import DWPBenchConfig, fit_cell, mnist_pool_and_test
 from pyro_bnn.dwp import DeepWeightPrior, init_to_decoder_mean
 from pyro_bnn.guides import AutoImplicitPriorNormal
 from pyro_bnn.metrics import accuracy
-from pyro_bnn.zoo.dwp_cnn import DWPCNN
+from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, DWPCNN
 
 KERNELS = ("net.conv1.weight", "net.conv2.weight")
 
@@ -124,15 +136,86 @@ def kl_only_probe(prior_file: Path, *, steps: int = 200, lr: float = 5e-3) -> di
     return {"steps": steps, "lr": lr, "before": before, "after": after}
 
 
+SHRINKS = (1.0, 0.75, 0.5, 0.25, 0.1, 0.0)
+
+
+@torch.no_grad()
+def density_probe(prior: DeepWeightPrior, *, num_kernels: int = 200) -> dict:
+    """Per layer: the median log-density of decoder means shrunk by each s in SHRINKS, with
+    the median norm of those means and the median decoder scale."""
+    torch.manual_seed(0)
+    layers = {}
+    for pattern, vae in prior.layers.items():
+        loc, scale = vae.decoder(torch.randn(num_kernels, vae.z_dim))
+        layers[pattern] = {
+            "mean_norm_median": float(loc.flatten(1).norm(dim=1).median()),
+            "decoder_scale_median": float(scale.median()),
+            "log_density_median": {
+                str(s): float(vae.log_density(s * loc).median()) for s in SHRINKS
+            },
+        }
+    return {"layers": layers}
+
+
+def _kernels(source: Path, layer: str) -> torch.Tensor:
+    """k×k kernels for a VAE: from an ``.npy`` file, or the bench's source-kernel cache
+    filtered as the bench does (its default ``min_norm_ratio`` for that layer)."""
+    import numpy as np
+
+    from pyro_bnn.dwp import collect_kernels
+
+    if source.suffix == ".npy":
+        array = torch.from_numpy(np.load(source)).float()
+        return array.reshape(-1, array.shape[-1], array.shape[-1])
+    cache = torch.load(source, map_location="cpu", weights_only=True)["kernels"]
+    name = next(n for n, pattern in CONV_LAYERS.items() if pattern == layer)
+    ratio = DWPBenchConfig().min_norm_ratio[list(CONV_LAYERS).index(name)]
+    return collect_kernels(cache[name], min_norm_ratio=ratio).kernels
+
+
+def vae_probe(prior_file: Path, *, kernels: Path, save: Path, overrides: dict) -> dict:
+    """Retrain one layer's kernel VAE (``layer``, ``hidden``, ``epochs``, ``max_kernels``
+    in ``overrides``), save the prior with it, and probe its density."""
+    import numpy as np
+
+    from pyro_bnn.dwp import train_kernel_vae
+
+    layer = overrides.get("layer", "*conv2")
+    hidden, epochs = overrides.get("hidden", 16), overrides.get("epochs", 100)
+    max_kernels = overrides.get("max_kernels", 10_000)
+    prior = DeepWeightPrior.load(prior_file)
+    old = prior.layers[layer]
+    train = _kernels(kernels, layer)
+    if len(train) > max_kernels:
+        pick = np.random.default_rng(0).choice(len(train), size=max_kernels, replace=False)
+        train = train[torch.from_numpy(pick)]
+    vae, history = train_kernel_vae(train, z_dim=old.z_dim, hidden=hidden,
+                                    layers=old.config["layers"], num_epochs=epochs, seed=1,
+                                    progress_bar=False)  # fmt: skip
+    retrained = DeepWeightPrior({**prior.layers, layer: vae})
+    retrained.save(save)
+    return {
+        "layer": layer,
+        "kernels": str(kernels),
+        "training_kernels": len(train),
+        "kernel_norm_median": float(train.flatten(1).norm(dim=1).median()),
+        "vae_final_loss": history[-1],
+        "saved": str(save),
+        **density_probe(DeepWeightPrior({layer: vae})),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dwp.probes")
-    parser.add_argument("kind", choices=("fit", "kl-only"))
+    parser.add_argument("kind", choices=("fit", "kl-only", "density", "vae"))
     parser.add_argument("prior_file", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--prior", default="dwp")
     parser.add_argument("--size", type=int, default=50)
     parser.add_argument("--draw", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--kernels", type=Path, help="vae: source_kernels.pt or a .npy file")
+    parser.add_argument("--save", type=Path, help="vae: where the retrained prior goes")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dwp/probes.jsonl"))
     args = parser.parse_args(argv)
     overrides = _overrides(args.set)
@@ -140,8 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.kind == "fit":
         row = fit_probe(args.prior_file, prior=args.prior, size=args.size, draw=args.draw,
                         overrides=overrides)  # fmt: skip
-    else:
+    elif args.kind == "kl-only":
         row = kl_only_probe(args.prior_file)
+    elif args.kind == "density":
+        row = density_probe(DeepWeightPrior.load(args.prior_file))
+    else:
+        if args.kernels is None or args.save is None:
+            parser.error("vae needs --kernels and --save")
+        row = vae_probe(args.prior_file, kernels=args.kernels, save=args.save,
+                        overrides=overrides)  # fmt: skip
     row = {"name": args.name, "kind": args.kind, "prior_file": str(args.prior_file),
            "overrides": overrides, **row, "date": date.today().isoformat(),
            "machine": harness.machine()}  # fmt: skip

@@ -5,6 +5,7 @@ the schema, resuming and the errors are.
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -116,3 +117,27 @@ def test_stratified_training_sets_have_equal_counts_per_class():
     scarce = torch.where((pool_y == 0) & (pool_x > 0), 1, pool_y)  # class 0: one image
     with pytest.raises(ValueError, match="class 0 has 1 pool images, 2 needed"):
         training_set(pool_x, scarce, size=20, draw=0, seed=0, stratified=True)
+
+
+def test_the_vae_probe_retrains_one_layer_and_probes_its_density(tmp_path):
+    import numpy as np
+
+    from benchmarks.dwp.probes import SHRINKS
+    from benchmarks.dwp.probes import main as probe
+    from tests.test_dwp import tiny_prior
+
+    prior_file, kernels, saved = tmp_path / "p.pt", tmp_path / "k.npy", tmp_path / "q.pt"
+    tiny_prior().save(prior_file)
+    np.save(kernels, 0.1 * np.random.default_rng(0).standard_normal((64, 5, 5)))
+    out = tmp_path / "probes.jsonl"
+    args = ["vae", str(prior_file), "--name", "t", "--kernels", str(kernels), "--save",
+            str(saved), "--out", str(out), "--set", "hidden=3", "epochs=2"]  # fmt: skip
+    assert probe(args) == 0
+    row = json.loads(out.read_text())
+    assert row["training_kernels"] == 64 and row["layer"] == "*conv2"
+    curve = row["layers"]["*conv2"]["log_density_median"]
+    assert list(curve) == [str(s) for s in SHRINKS]
+    assert all(math.isfinite(v) for v in curve.values())
+    retrained = DeepWeightPrior.load(saved)
+    assert retrained.layers["*conv2"].config["hidden"] == 3
+    assert retrained.layers["*conv1"].config == tiny_prior().layers["*conv1"].config
