@@ -94,6 +94,10 @@ README_UCI_TABLES = {
         "DVI homoscedastic": (_LL, "DVI homoscedastic"), "laplace RMSE": (_RMSE, "laplace"),
         "map RMSE": (_RMSE, "map"),
     },
+    "<!-- vi uci table": {
+        "dvi": (_LL, "dvi"), "DVI (Wu et al.)": (_LL, "DVI"), "meanfield": (_LL, "meanfield"),
+        "MCVI (Wu et al.)": (_LL, "MCVI"),
+    },
     "<!-- sgd and dropout uci table": {
         "mcdropout LL": (_LL, "mcdropout"),
         "MC dropout, grid search (Gal 2018)": (_LL, "MC dropout (grid search)"),
