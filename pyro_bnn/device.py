@@ -93,9 +93,7 @@ def _moved(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor in it on ``device``: a distribution is copied with its
     tensor attributes (and those of the distributions inside it) moved; a module is moved
     in place."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, torch.nn.Module):
+    if isinstance(value, (torch.Tensor, torch.nn.Module)):
         return value.to(device)
     if isinstance(value, Distribution):
         moved = copy.copy(value)

@@ -49,7 +49,7 @@ from torch.distributions import transform_to
 from pyro_bnn.infer import elbo
 from pyro_bnn.potential import Potential
 
-__all__ = ["CompiledStep", "compile_graph", "supports"]
+__all__ = ["CompiledStep", "compile_graph", "graph_key", "supports"]
 
 GUIDES = (AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoDelta)
 
@@ -80,6 +80,13 @@ def compile_graph(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
         return torch.jit.trace(graph, copies, check_trace=False)
+
+
+def graph_key(fixed: tuple, inputs: tuple[torch.Tensor, ...]) -> tuple:
+    """The cache key of a step's graph: what the graph bakes in (``fixed``) and the shapes
+    and dtypes of the batch ``inputs[-2:]``, so minibatches of one shape share a graph."""
+    x, y = inputs[-2:]
+    return (fixed, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
 
 
 def _guide_parameters(guide) -> dict[str, str]:
@@ -160,8 +167,7 @@ class CompiledStep:
         return loss
 
     def _compiled(self, inputs: tuple[torch.Tensor, ...]):
-        x, y = inputs[-2:]
-        key = (self._graph_key, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
+        key = graph_key(self._graph_key, inputs)
         if key not in self.cache:
             self.cache[key] = compile_graph(  # kept only once it has run
                 self._step, inputs, potential=self.potential, backend=self.backend

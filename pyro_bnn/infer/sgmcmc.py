@@ -55,7 +55,7 @@ from pyro_bnn import distributed
 from pyro_bnn.diagnostics import data_scale, not_finite_at_start, potential_diagnostics
 from pyro_bnn.distributed import shard_rows_index
 from pyro_bnn.infer.chains import Chain
-from pyro_bnn.infer.compiled_step import compile_graph
+from pyro_bnn.infer.compiled_step import compile_graph, graph_key
 from pyro_bnn.infer.options import Options
 from pyro_bnn.likelihoods import ScaleDataPlate
 from pyro_bnn.potential import Potential, flat_initial_values, flat_layout
@@ -366,8 +366,7 @@ class SGMCMCStep:
         return energy, finite, *state
 
     def _compiled(self, inputs: tuple[torch.Tensor, ...]) -> Callable | None:
-        x, y = inputs[-2:]
-        key = (self._graph_key, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
+        key = graph_key(self._graph_key, inputs)
         if key not in self.cache:
             try:
                 self.cache[key] = compile_graph(
