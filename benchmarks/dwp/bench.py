@@ -91,6 +91,11 @@ class DWPBenchConfig(harness.Settings):
     source_optimizer: str = "adam"
     source_weight_decay: float = 1e-3
     source_test: int = 1000
+    # None: the source nets' kernels. Or two .npy files, conv1's 7×7 and conv2's 5×5
+    # kernels, (n, k, k) or (n, 1, k, k), used instead of training source nets: e.g. the
+    # authors' released data/fconv/conv7x7/train.npy and conv5x5/train.npy
+    # (SamsungLabs/deep-weight-prior, MIT). The norm filter still applies
+    source_kernels: tuple[str, str] | None = None
     # authors: their kept 5×5 kernels start near 0.8 × the median, their 7×7 ones near
     # 0.3 ×. In our source nets the dead kernels (norm < 0.01) and the live ones (> 0.03)
     # sit far apart, and 0.25 cuts between them; the probes found no difference
@@ -141,6 +146,11 @@ class DWPBenchConfig(harness.Settings):
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {choices}")
+        if self.source_kernels is not None and len(self.source_kernels) != len(CONV_LAYERS):
+            raise ValueError(
+                f"source_kernels needs one .npy file per conv layer ({', '.join(CONV_LAYERS)}), "
+                f"got {len(self.source_kernels)}"
+            )
 
     @classmethod
     def tiny_settings(cls) -> dict[str, Any]:
@@ -296,10 +306,58 @@ SOURCE_FIELDS = (
 )  # fmt: skip
 
 
+KERNEL_SIZES = {"conv1": 7, "conv2": 5}  # dwp-cnn's
+
+
+def read_kernel_file(path: Path | str, *, kernel_size: int) -> torch.Tensor:
+    """The k×k kernels held by an ``.npy`` file, (n, k, k) or (n, 1, k, k), as a float
+    tensor (n, k, k). Read with ``allow_pickle=False``, so the file never runs code.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "k.npy"
+        >>> np.save(f, np.ones((3, 1, 5, 5)))
+        >>> read_kernel_file(f, kernel_size=5).shape
+        torch.Size([3, 5, 5])
+    """
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ValueError(f"{path}: a kernel file must be a .npy array")
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel file {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npy array: {error}") from None
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{path} holds {array.dtype} values, not numbers")
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    k = kernel_size
+    if array.ndim != 3 or array.shape[1:] != (k, k) or len(array) == 0:
+        raise ValueError(
+            f"{path} holds an array of shape {array.shape}; expected (n, {k}, {k}) or "
+            f"(n, 1, {k}, {k}) with n > 0"
+        )
+    kernels = torch.from_numpy(array.astype(np.float32))
+    if not torch.isfinite(kernels).all():
+        raise ValueError(f"{path} holds NaN or inf")
+    return kernels
+
+
 def source_kernels(config: DWPBenchConfig, *, cache: Path | None, progress: bool):
     """Every kernel of each conv layer of the source nets, {layer: (nets, out, in, k, k)},
     with the nets' test accuracies and the seconds they took. ``cache``: a file that
-    keeps them, reused while the source settings it records are the same."""
+    keeps them, reused while the source settings it records are the same. With
+    ``config.source_kernels``, the kernels of those files instead ({layer: (1, n, k, k)}),
+    no accuracies and no time."""
+    if config.source_kernels is not None:
+        files = dict(zip(CONV_LAYERS, config.source_kernels, strict=True))
+        kernels = {
+            layer: read_kernel_file(path, kernel_size=KERNEL_SIZES[layer])[None]
+            for layer, path in files.items()
+        }
+        return kernels, [], 0.0
     settings = {name: getattr(config, name) for name in SOURCE_FIELDS}
     if cache is not None and cache.is_file():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
@@ -357,6 +415,7 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool, cache: Path | None = 
         }
     record = {
         "source_test_accuracy": accuracies,
+        "source_kernels": config.source_kernels,
         "source_s": source_s,
         "layers": layers,
         "wall_s": time.perf_counter() - start,
@@ -664,7 +723,8 @@ def run_dwp_bench(
 
 
 def _prior_summary(prior: dict[str, Any]) -> str:
-    parts = [f"source accuracy {np.mean(prior['source_test_accuracy']):.3f}"]
+    accuracies = prior["source_test_accuracy"]
+    parts = [f"source accuracy {np.mean(accuracies):.3f}" if accuracies else "kernel files"]
     for layer, entry in prior["layers"].items():
         parts.append(
             f"{layer}: {entry['kernels_total'] - entry['kernels_dropped']} of "
@@ -691,6 +751,19 @@ def table_summary(
         }
         for prior, sizes in summary.items()
     }
+
+
+def _source_description(config: dict[str, Any], accuracies: list[float]) -> str:
+    """Where the kernels came from: the source nets, or the kernel files given."""
+    if config.get("source_kernels"):
+        return f"Kernels read from {' and '.join(config['source_kernels'])} (no source nets)."
+    return (
+        f"{config['source_nets']} source CNNs ({config['source_widths'][0]} and "
+        f"{config['source_widths'][1]} channels, {config['source_init']} initial weights) "
+        f"on notMNIST ({config['source_epochs']} epochs, "
+        f"batches of {config['source_batch_size']}, {_source_optimizer(config)}); their "
+        f"test accuracy {np.mean(accuracies):.3f} (min {min(accuracies):.3f})."
+    )
 
 
 def _source_optimizer(config: dict[str, Any]) -> str:
@@ -720,15 +793,10 @@ def format_markdown(document: dict[str, Any]) -> str:
     ]
     if "prior" in document:
         prior = document["prior"]
-        acc = prior["source_test_accuracy"]
         lines += [
             "### The prior",
             "",
-            f"{config['source_nets']} source CNNs ({config['source_widths'][0]} and "
-            f"{config['source_widths'][1]} channels, {config['source_init']} initial weights) "
-            f"on notMNIST ({config['source_epochs']} epochs, "
-            f"batches of {config['source_batch_size']}, {_source_optimizer(config)}); their "
-            f"test accuracy {np.mean(acc):.3f} (min {min(acc):.3f}). Kernels with norm below "
+            f"{_source_description(config, prior['source_test_accuracy'])} Kernels with norm below "
             f"{' and '.join(f'{r:g}' for r in config['min_norm_ratio'])} × the layer's median "
             f"(conv1 and conv2) were dropped. Kernel VAEs with "
             f"{' and '.join(map(str, config['vae_layers']))} convolutions each way, Adam "
@@ -748,10 +816,9 @@ def format_markdown(document: dict[str, Any]) -> str:
                 config["vae_z_dim"][i], e["vae_training_kernels"], config["vae_epochs"][i],
                 f"{e['vae_final_loss']:.2f}", f"{e['vae_s']:.0f} s",
             ))  # fmt: skip
-        lines.append(
-            f"\nPrior stage {prior['wall_s'] / 60:.1f} min "
-            f"(source nets {prior['source_s'] / 60:.1f} min)."
-        )
+        source_min = prior["source_s"] / 60
+        source = "" if config.get("source_kernels") else f" (source nets {source_min:.1f} min)"
+        lines.append(f"\nPrior stage {prior['wall_s'] / 60:.1f} min{source}.")
     if document.get("table"):
         summary = table_summary(document["table"])
         sizes = sorted({r["size"] for r in document["table"]})
@@ -840,6 +907,13 @@ def build_parser() -> argparse.ArgumentParser:
         "pyro_bnn/data/dwp_notmnist.pt)",
     )
     parser.add_argument(
+        "--source-kernels",
+        default=None,
+        metavar="CONV1.npy,CONV2.npy",
+        help="learn the prior from these kernel files (7×7, then 5×5) instead of training "
+        "source nets, e.g. the authors' data/fconv/conv7x7/train.npy,conv5x5/train.npy",
+    )
+    parser.add_argument(
         "--card", default=None, help="model card whose result section gets the tables"
     )
     return parser
@@ -849,6 +923,8 @@ def _command(args: argparse.Namespace) -> int:
     if args.card:
         split_card(Path(args.card), bench="dwp")  # a card without its markers fails first
     options = {"data_dir": args.data_dir}
+    if args.source_kernels:
+        options["source_kernels"] = tuple(args.source_kernels.split(","))
     config = DWPBenchConfig.tiny(**options) if args.quick else DWPBenchConfig(**options)
     out = Path(args.out)
     ship = Path(args.ship) if args.ship else None

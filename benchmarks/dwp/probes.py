@@ -47,7 +47,13 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.optim import Adam
 
 from benchmarks import harness
-from benchmarks.dwp.bench import DWPBenchConfig, fit_cell, mnist_pool_and_test
+from benchmarks.dwp.bench import (
+    KERNEL_SIZES,
+    DWPBenchConfig,
+    fit_cell,
+    mnist_pool_and_test,
+    read_kernel_file,
+)
 from pyro_bnn.dwp import DeepWeightPrior, init_to_decoder_mean
 from pyro_bnn.guides import AutoImplicitPriorNormal
 from pyro_bnn.metrics import accuracy
@@ -160,15 +166,12 @@ def density_probe(prior: DeepWeightPrior, *, num_kernels: int = 200) -> dict:
 def _kernels(source: Path, layer: str) -> torch.Tensor:
     """k×k kernels for a VAE: from an ``.npy`` file, or the bench's source-kernel cache
     filtered as the bench does (its default ``min_norm_ratio`` for that layer)."""
-    import numpy as np
-
     from pyro_bnn.dwp import collect_kernels
 
-    if source.suffix == ".npy":
-        array = torch.from_numpy(np.load(source)).float()
-        return array.reshape(-1, array.shape[-1], array.shape[-1])
-    cache = torch.load(source, map_location="cpu", weights_only=True)["kernels"]
     name = next(n for n, pattern in CONV_LAYERS.items() if pattern == layer)
+    if source.suffix == ".npy":
+        return read_kernel_file(source, kernel_size=KERNEL_SIZES[name])
+    cache = torch.load(source, map_location="cpu", weights_only=True)["kernels"]
     ratio = DWPBenchConfig().min_norm_ratio[list(CONV_LAYERS).index(name)]
     return collect_kernels(cache[name], min_norm_ratio=ratio).kernels
 

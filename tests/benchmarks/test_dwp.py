@@ -7,6 +7,7 @@ the schema, resuming and the errors are.
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,7 +121,6 @@ def test_stratified_training_sets_have_equal_counts_per_class():
 
 
 def test_the_vae_probe_retrains_one_layer_and_probes_its_density(tmp_path):
-    import numpy as np
 
     from benchmarks.dwp.probes import SHRINKS
     from benchmarks.dwp.probes import main as probe
@@ -141,3 +141,51 @@ def test_the_vae_probe_retrains_one_layer_and_probes_its_density(tmp_path):
     retrained = DeepWeightPrior.load(saved)
     assert retrained.layers["*conv2"].config["hidden"] == 3
     assert retrained.layers["*conv1"].config == tiny_prior().layers["*conv1"].config
+
+
+def test_the_prior_stage_learns_from_kernel_files_without_source_nets(tmp_path):
+    """``source_kernels``: the VAEs see exactly the files' kernels (after the norm filter),
+    no source net is trained, and the report says where the kernels came from."""
+
+    rng = np.random.default_rng(0)
+    files = []
+    for name, k, n in (("c7.npy", 7, 40), ("c5.npy", 5, 60)):
+        np.save(tmp_path / name, rng.normal(size=(n, 1, k, k)).astype(np.float32))
+        files.append(str(tmp_path / name))
+    config = DWPBenchConfig.tiny(source_kernels=tuple(files), min_norm_ratio=(0.0, 0.0))
+    document = run_dwp_bench(config, out=tmp_path / "out", stages=("prior",), progress=False,
+                             log=quiet)  # fmt: skip
+    prior = document["prior"]
+    assert prior["source_test_accuracy"] == [] and prior["source_kernels"] == tuple(files)
+    assert [e["kernels_total"] for e in prior["layers"].values()] == [40, 60]
+    assert [e["kernel_size"] for e in prior["layers"].values()] == [7, 5]
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert f"Kernels read from {files[0]} and {files[1]} (no source nets)" in report
+    assert "source nets" not in report.split("Prior stage")[1].splitlines()[0]
+    with pytest.raises(ValueError, match=r"one \.npy file per conv layer"):
+        DWPBenchConfig.tiny(source_kernels=(files[0],))
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda p: np.save(p, np.ones((4, 3, 5, 5))), r"shape \(4, 3, 5, 5\); expected"),
+        (lambda p: np.save(p, np.ones((4, 7, 7))), r"shape \(4, 7, 7\)"),
+        (lambda p: np.save(p, np.zeros((0, 5, 5))), "with n > 0"),
+        (lambda p: np.save(p, np.full((2, 5, 5), np.nan)), "NaN or inf"),
+        (lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "not a readable .npy"),
+        (lambda p: p.write_bytes(b"\x93NUMPY garbage"), "not a readable .npy"),
+    ],
+)
+def test_a_bad_kernel_file_gets_an_error_naming_it(tmp_path, write, message):
+    from benchmarks.dwp.bench import read_kernel_file
+
+    path = tmp_path / "k.npy"
+    write(path)
+    with pytest.raises(ValueError, match=message) as error:
+        read_kernel_file(path, kernel_size=5)
+    assert str(path) in str(error.value)
+    with pytest.raises(FileNotFoundError, match="no kernel file"):
+        read_kernel_file(tmp_path / "missing.npy", kernel_size=5)
+    with pytest.raises(ValueError, match=r"must be a \.npy array"):
+        read_kernel_file(tmp_path / "k.txt", kernel_size=5)
