@@ -56,7 +56,7 @@ from pyro_bnn.infer import fit
 from pyro_bnn.init import init_to_fan_in
 from pyro_bnn.metrics import accuracy
 from pyro_bnn.priors import GaussianPrior, LogUniformPrior
-from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, cnn
+from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, CONV_WEIGHTS, DWPCNN, KERNEL_SIZES, cnn
 
 __all__ = ["PAPER", "STAGES", "DWPBenchConfig", "format_markdown", "main", "run_dwp_bench"]
 
@@ -306,9 +306,6 @@ SOURCE_FIELDS = (
 )  # fmt: skip
 
 
-KERNEL_SIZES = {"conv1": 7, "conv2": 5}  # dwp-cnn's
-
-
 def read_kernel_file(path: Path | str, *, kernel_size: int) -> torch.Tensor:
     """The k×k kernels held by an ``.npy`` file, (n, k, k) or (n, 1, k, k), as a float
     tensor (n, k, k). Read with ``allow_pickle=False``, so the file never runs code.
@@ -415,7 +412,6 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool, cache: Path | None = 
         }
     record = {
         "source_test_accuracy": accuracies,
-        "source_kernels": config.source_kernels,
         "source_s": source_s,
         "layers": layers,
         "wall_s": time.perf_counter() - start,

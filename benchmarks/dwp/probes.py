@@ -48,7 +48,6 @@ from pyro.optim import Adam
 
 from benchmarks import harness
 from benchmarks.dwp.bench import (
-    KERNEL_SIZES,
     DWPBenchConfig,
     fit_cell,
     mnist_pool_and_test,
@@ -57,7 +56,7 @@ from benchmarks.dwp.bench import (
 from pyro_bnn.dwp import DeepWeightPrior, init_to_decoder_mean
 from pyro_bnn.guides import AutoImplicitPriorNormal
 from pyro_bnn.metrics import accuracy
-from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, DWPCNN
+from pyro_bnn.zoo.dwp_cnn import CONV_LAYERS, DWPCNN, KERNEL_SIZES
 
 KERNELS = ("net.conv1.weight", "net.conv2.weight")
 

@@ -27,10 +27,12 @@ from pyro_bnn.bayesianize import bayesianize
 from pyro_bnn.likelihoods import Categorical
 from pyro_bnn.priors import PriorHook, Selector
 
-__all__ = ["CONV_LAYERS", "CONV_WEIGHTS", "DWPCNN", "cnn"]
+__all__ = ["CONV_LAYERS", "CONV_WEIGHTS", "DWPCNN", "KERNEL_SIZES", "cnn"]
 
 # each convolution of :func:`cnn` -> the module-name pattern a DeepWeightPrior keys its VAE by
 CONV_LAYERS = {"conv1": "*conv1", "conv2": "*conv2"}
+# the side of each convolution's square kernels
+KERNEL_SIZES = {"conv1": 7, "conv2": 5}
 # the Bayesian part of the network under an ordinary prior: the conv kernels
 CONV_WEIGHTS = Selector(module_types=(nn.Conv2d,), parameters=("weight",))
 
@@ -44,15 +46,16 @@ def cnn(
 ) -> nn.Sequential:
     """The plain network: ``conv1`` (7×7), ``conv2`` (5×5), each with LeakyReLU and 2×2
     max-pooling, then ``head``, a Linear layer to the logits."""
-    side = ((image_size - 6) // 2 - 4) // 2
+    k1, k2 = KERNEL_SIZES["conv1"], KERNEL_SIZES["conv2"]
+    side = ((image_size - (k1 - 1)) // 2 - (k2 - 1)) // 2
     if side < 1:
         raise ValueError(f"images of side {image_size} are too small for the 7×7 and 5×5 convs")
     return nn.Sequential(
         OrderedDict(
-            conv1=nn.Conv2d(in_channels, widths[0], 7),
+            conv1=nn.Conv2d(in_channels, widths[0], k1),
             act1=nn.LeakyReLU(),
             pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(widths[0], widths[1], 5),
+            conv2=nn.Conv2d(widths[0], widths[1], k2),
             act2=nn.LeakyReLU(),
             pool2=nn.MaxPool2d(2),
             flatten=nn.Flatten(),
