@@ -517,19 +517,27 @@ def _fit(
 
 
 def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[str, Any]:
-    """Select the prior scale on validation, refit, evaluate on the test split."""
+    """Select the candidate (prior scale, schedule, empirical Bayes) on validation among
+    those whose fit did not diverge (the record names the others), refit, evaluate on the
+    test split."""
     start = time.perf_counter()
     data = uci(cell.dataset, cell.split, data_dir=data_dir)
     x_fit, y_fit, x_val, y_val = _carve_validation(
         data, protocol.validation_fraction, protocol.seed + cell.split
     )
-    validation_ll, reductions = {}, {}
+    validation_ll, reductions, diverged = {}, {}, {}
     candidates = protocol.methods[cell.method].candidates(cell.dataset)
     for candidate in candidates if len(candidates) > 1 else ():  # one: nothing to select
-        post, reductions[candidate.prior_scale] = _fit(
-            protocol, cell, x_fit, y_fit, candidate, validation=True, y_scale=data.y_std
-        )
+        try:
+            post, reductions[candidate.prior_scale] = _fit(
+                protocol, cell, x_fit, y_fit, candidate, validation=True, y_scale=data.y_std
+            )
+        except FloatingPointError as error:  # a candidate that diverges cannot be chosen
+            diverged[candidate.label] = str(error)
+            continue
         validation_ll[candidate] = test_log_likelihood(post.log_likelihood(x_val, y_val))
+    if diverged and not validation_ll:
+        raise FloatingPointError(f"every candidate diverged on validation: {diverged}")
     best = max(validation_ll, key=lambda k: validation_ll[k]) if validation_ll else candidates[0]
     selection_s = time.perf_counter() - start
 
@@ -559,6 +567,8 @@ def run_cell(protocol: UCIProtocol, cell: Cell, data_dir: str | None) -> dict[st
     }
     if "log_marginal_likelihood" in post.diagnostics:  # the Laplace evidence, standardised y
         record["log_marginal_likelihood"] = post.diagnostics["log_marginal_likelihood"]
+    if diverged:  # the candidates left out of the choice, and why
+        record["diverged_candidates"] = diverged
     if best.schedule is not None:
         record["schedule"] = best.schedule
     if best.learn_prior is not None:

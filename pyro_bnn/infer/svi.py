@@ -522,14 +522,16 @@ def _fit_guide(
                 raise FloatingPointError(
                     f"the {name} fit diverged at step {step}: a distribution's parameter left "
                     f"its support ({short_error(error)[:120]}...); try a smaller lr "
-                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
+                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
+                    f"of {data_scale(x, y)}"
                 ) from None
             if not math.isfinite(loss):
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "loss", x, y))
                 raise FloatingPointError(
                     f"the {name} loss became {loss} at step {step}; try a smaller lr "
-                    f"(now {options.lr:g}), or check the scale of {data_scale(x, y)}"
+                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
+                    f"of {data_scale(x, y)}"
                 )
             losses.append(loss)
             bar.update()
@@ -539,6 +541,14 @@ def _fit_guide(
         timings["setup_s"] = loop_began - began
         timings["steps_s"] = time.perf_counter() - loop_began
     return losses
+
+
+def _start_hint(step: int, options: SVIOptions) -> str:
+    """At the first update from a prior draw, the start itself is the likely culprit: a
+    broad prior's draw can put a heteroscedastic head's σ(x) at 1e-6 and 1e6 at once."""
+    if step > 1 or options.init_loc_fn is not init_to_sample:
+        return ""
+    return "start away from a prior draw (init_loc_fn=pyro_bnn.init.init_to_fan_in), "
 
 
 def _compile_potential(potential, x, y, *, options: SVIOptions) -> None:

@@ -191,7 +191,40 @@ def test_a_diverging_sampler_is_rerun_with_smaller_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "fit", fit_diverging_above(first / 100))  # beyond 3 reductions
     document = _run(tmp_path, ["sgld"], [0], out_name="still")
     assert document["records"] == []
-    assert document["failures"][0]["error"] == "FloatingPointError: non-finite gradient"
+    assert document["failures"][0]["error"] == (
+        "FloatingPointError: every candidate diverged on validation: "
+        "{'1.0': 'non-finite gradient', '2.0': 'non-finite gradient'}"
+    )
+
+
+def test_a_candidate_that_diverges_is_left_out_of_the_choice(tmp_path, monkeypatch):
+    """A validation fit that diverges (wine split 3: a c = √5 prior draw as the start) makes
+    its candidate unselectable, not the cell a failure; the record names it and why. When
+    every candidate diverges, the cell fails."""
+    write_uci(tmp_path, rows=40, splits=1)
+    import benchmarks.uci.bench as bench
+
+    real_fit = bench._fit
+
+    def fit_diverging_for(scales):
+        def _fit(protocol, cell, x, y, candidate, *, validation, **kwargs):
+            if validation and candidate.prior_scale in scales:
+                raise FloatingPointError("the meanfield fit diverged at step 1")
+            return real_fit(protocol, cell, x, y, candidate, validation=validation, **kwargs)
+
+        return _fit
+
+    monkeypatch.setattr(bench, "_fit", fit_diverging_for({2.0}))
+    (record,) = _run(tmp_path, ["meanfield"], [0])["records"]
+    assert record["prior_scale"] == 1.0 and set(record["validation_ll"]) == {"1.0"}
+    assert record["diverged_candidates"] == {"2.0": "the meanfield fit diverged at step 1"}
+
+    monkeypatch.setattr(bench, "_fit", fit_diverging_for({1.0, 2.0}))
+    document = _run(tmp_path, ["meanfield"], [0], out_name="all")
+    assert document["records"] == []
+    assert document["failures"][0]["error"].startswith(
+        "FloatingPointError: every candidate diverged on validation"
+    )
 
 
 def test_results_of_other_settings_are_not_mixed(tmp_path):
