@@ -4,8 +4,10 @@ Nothing about accuracy is asserted (a hundred random images measure nothing); th
 the schema, resuming and the errors are.
 """
 
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,19 +145,24 @@ def test_the_vae_probe_retrains_one_layer_and_probes_its_density(tmp_path):
 
 
 def test_the_prior_stage_learns_from_kernel_files_without_source_nets(tmp_path):
-    """``source_kernels``: the VAEs see exactly the files' kernels (after the norm filter),
-    no source net is trained, and the report says where the kernels came from."""
+    """``source_kernels``: the VAEs see exactly the files' kernels (no norm filter: a file
+    holds kept kernels), no source net is trained, the record names each file by its
+    SHA-256, and the report says where the kernels came from."""
     rng = np.random.default_rng(0)
     files = []
     for name, k, n in (("c7.npy", 7, 40), ("c5.npy", 5, 60)):
         np.save(tmp_path / name, rng.normal(size=(n, 1, k, k)).astype(np.float32))
         files.append(str(tmp_path / name))
-    config = DWPBenchConfig.tiny(source_kernels=tuple(files), min_norm_ratio=(0.0, 0.0))
+    config = DWPBenchConfig.tiny(source_kernels=tuple(files))  # the default filter is on
     document = run_dwp_bench(config, out=tmp_path / "out", stages=("prior",), progress=False,
                              log=quiet)  # fmt: skip
     prior = document["prior"]
     assert prior["source_test_accuracy"] == [] and document["config"]["source_kernels"] == files
     assert [e["kernels_total"] for e in prior["layers"].values()] == [40, 60]
+    assert [e["kernels_dropped"] for e in prior["layers"].values()] == [0, 0]
+    assert [e["source_file_sha256"] for e in prior["layers"].values()] == [
+        hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files
+    ]
     assert [e["kernel_size"] for e in prior["layers"].values()] == [7, 5]
     report = (tmp_path / "out" / "results.md").read_text()
     assert f"Kernels read from {files[0]} and {files[1]} (no source nets)" in report
