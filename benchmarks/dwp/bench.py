@@ -760,6 +760,13 @@ def table_summary(
     }
 
 
+def _filter_description(config: dict[str, Any]) -> str:
+    if config.get("source_kernels"):
+        return "The files' kernels were all kept (no norm filter)."
+    ratios = " and ".join(f"{r:g}" for r in config["min_norm_ratio"])
+    return f"Kernels with norm below {ratios} × the layer's median (conv1 and conv2) were dropped."
+
+
 def _source_description(config: dict[str, Any], accuracies: list[float]) -> str:
     """Where the kernels came from: the source nets, or the kernel files given."""
     if config.get("source_kernels"):
@@ -803,9 +810,8 @@ def format_markdown(document: dict[str, Any]) -> str:
         lines += [
             "### The prior",
             "",
-            f"{_source_description(config, prior['source_test_accuracy'])} Kernels with norm below "
-            f"{' and '.join(f'{r:g}' for r in config['min_norm_ratio'])} × the layer's median "
-            f"(conv1 and conv2) were dropped. Kernel VAEs with "
+            f"{_source_description(config, prior['source_test_accuracy'])} "
+            f"{_filter_description(config)} Kernel VAEs with "
             f"{' and '.join(map(str, config['vae_layers']))} convolutions each way, Adam "
             f"{config['vae_lr']:g} decayed linearly to 0, batches of {config['vae_batch_size']}.",
             "",

@@ -166,6 +166,7 @@ def test_the_prior_stage_learns_from_kernel_files_without_source_nets(tmp_path):
     assert [e["kernel_size"] for e in prior["layers"].values()] == [7, 5]
     report = (tmp_path / "out" / "results.md").read_text()
     assert f"Kernels read from {files[0]} and {files[1]} (no source nets)" in report
+    assert "all kept (no norm filter)" in report and "were dropped" not in report
     assert "source nets" not in report.split("Prior stage")[1].splitlines()[0]
     with pytest.raises(ValueError, match=r"one \.npy file per conv layer"):
         DWPBenchConfig.tiny(source_kernels=(files[0],))
