@@ -525,6 +525,13 @@ def _fit_guide(
                     f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
                     f"of {data_scale(x, y)}"
                 ) from None
+            except torch.linalg.LinAlgError as error:  # a low-rank or full-rank guide's
+                raise FloatingPointError(  # covariance factor stopped being positive definite
+                    f"the {name} fit diverged at step {step}: the guide's covariance is not "
+                    f"positive definite ({short_error(error)[:80]}...); try a smaller lr "
+                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
+                    f"of {data_scale(x, y)}"
+                ) from None
             if not math.isfinite(loss):
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "loss", x, y))
@@ -694,6 +701,8 @@ def run_svi_chain(
     diagnostics, found = loss_diagnostics(history, method=name)
     try:
         draws = _guide_draws(guide, x, y, options.draws_per_chain)
+    except torch.linalg.LinAlgError:  # a covariance that is not positive definite
+        draws = None
     except ValueError as error:  # Pyro's check of a distribution's parameters
         if not left_support(error):
             raise

@@ -249,6 +249,39 @@ def test_parameters_driven_out_of_their_support_are_a_divergence(conjugate):
     assert "init_to_fan_in" not in str(caught.value)
 
 
+@pytest.mark.parametrize("backend", ["jit", "pyro"])
+def test_a_covariance_no_longer_positive_definite_is_a_divergence(backend, monkeypatch):
+    """Found on UCI energy (lowrank, c = √5): the low-rank guide's capacitance matrix lost
+    positive definiteness at a late step and torch's LinAlgError escaped from the compiled
+    step. It is a divergence: FloatingPointError naming the step and lr."""
+    from pyro.infer import SVI
+
+    from pyro_bnn.infer import compiled_step
+
+    calls = {"n": 0}
+
+    def breaks_at_step_3(real):
+        def step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise torch.linalg.LinAlgError(
+                    "linalg.cholesky: the input is not positive-definite"
+                )
+            return real(*args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(compiled_step.CompiledStep, "__call__",
+                        breaks_at_step_3(compiled_step.CompiledStep.__call__))  # fmt: skip
+    monkeypatch.setattr(SVI, "step", breaks_at_step_3(SVI.step))
+    x = torch.randn(14, 2)
+    with pytest.raises(FloatingPointError, match=r"diverged at step 3: the guide's covariance "
+                       r"is not positive definite.*lr \(now 0\.01\)"):  # fmt: skip
+        fit(zoo_regression(), x, x.sum(-1), method="lowrank", num_steps=5, backend=backend,
+            progress_bar=False, seed=0)  # fmt: skip
+    assert calls["n"] == 4
+
+
 def zoo_regression():
     from pyro_bnn import zoo
 
