@@ -674,6 +674,16 @@ def run_dwp_bench(
     harness.same_settings(document.get("config", {}), fresh["config"], path=path, what="results")
     prior_path = out / "dwp_notmnist.pt"
     run_start = time.perf_counter()
+    # the run is on record from its start, so an interrupted one (the stages resume) is
+    # dated, timed and placed in its report
+    run = {"date": date.today().isoformat(), "stages": list(stages), "elapsed_s": 0.0}
+    document["runs"].append(run)
+    document["machine"] = harness.machine()
+
+    def save() -> None:
+        run["elapsed_s"] = time.perf_counter() - run_start
+        harness.save(out, document, format_markdown(document))
+
     source = prior_path
     if not prior_path.exists() and "prior" in document and ship is not None and ship.exists():
         # the repository keeps one copy of a learned prior, the shipped one: resume from it
@@ -686,7 +696,7 @@ def run_dwp_bench(
         )
         dwp.save(prior_path)
         kernels_figure(dwp, kernels, out / "kernels.png", seed=config.seed)
-        harness.save(out, document, format_markdown(document))
+        save()
         log(f"prior: {_prior_summary(document['prior'])}")
     if ship is not None and dwp is not None:
         dwp.save(ship)
@@ -705,7 +715,7 @@ def run_dwp_bench(
             for prior_name, size, draw in cells:
                 row = run_table_cell(prior_name, size, draw, config=config, dwp=dwp, data=data)
                 document["table"].append(row)
-                harness.save(out, document, format_markdown(document))
+                save()
                 bar.write(
                     f"{prior_name:>11s} n={size:<5d} draw {draw}: accuracy "
                     f"{row['accuracy']:.3f}  {row['fit_s']:.0f}s"
@@ -716,16 +726,8 @@ def run_dwp_bench(
             raise ValueError("the init stage needs the prior: run the prior stage first")
         document["init"] = run_init_experiments(config, dwp, data, progress=progress)
         curves_figure(document["init"], out / "init_curves.png")
-        harness.save(out, document, format_markdown(document))
-    document["runs"].append(
-        {
-            "date": date.today().isoformat(),
-            "stages": list(stages),
-            "elapsed_s": time.perf_counter() - run_start,
-        }
-    )
-    document["machine"] = harness.machine()
-    harness.save(out, document, format_markdown(document))
+        save()
+    save()
     return document
 
 

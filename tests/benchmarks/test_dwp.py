@@ -79,6 +79,34 @@ def test_dwp_bench_runs_every_stage_and_resumes(image_dirs, tmp_path):
     assert json.loads((out / "results.json").read_text())["table"] == rows
 
 
+def test_an_interrupted_table_is_dated_in_its_report(image_dirs, tmp_path, monkeypatch):
+    """The run is on record from its start: cells saved before an interruption sit in a
+    report that names the run's date and machine (the table stage resumes from them)."""
+    import datetime
+
+    import benchmarks.dwp.bench as bench
+
+    config = DWPBenchConfig.tiny(data_dir=str(image_dirs))
+    out = tmp_path / "out"
+    run_dwp_bench(config, out=out, stages=("prior",), progress=False, log=quiet)
+    real, calls = bench.run_table_cell, []
+
+    def stops_after_one(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_table_cell", stops_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_dwp_bench(config, out=out, stages=("table",), progress=False, log=quiet)
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["table"]) == 1 and len(saved["runs"]) == 2
+    assert saved["runs"][-1]["stages"] == ["table"] and saved["runs"][-1]["elapsed_s"] > 0
+    title = (out / "results.md").read_text().splitlines()[0]
+    assert datetime.date.today().isoformat() in title and "not run" not in title
+
+
 def test_training_sets_are_seeded_and_shared_by_priors():
     x, y = torch.arange(100.0)[:, None], torch.arange(100)
     a = training_set(x, y, size=10, draw=0, seed=0)[1]
