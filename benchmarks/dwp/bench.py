@@ -346,14 +346,21 @@ def read_kernel_file(path: Path | str, *, kernel_size: int) -> torch.Tensor:
     return kernels
 
 
+def _kernel_files(config: DWPBenchConfig) -> dict[str, str]:
+    """{conv layer: its kernel file} of ``config.source_kernels``; empty without them."""
+    if config.source_kernels is None:
+        return {}
+    return dict(zip(CONV_LAYERS, config.source_kernels, strict=True))
+
+
 def source_kernels(config: DWPBenchConfig, *, cache: Path | None, progress: bool):
     """Every kernel of each conv layer of the source nets, {layer: (nets, out, in, k, k)},
     with the nets' test accuracies and the seconds they took. ``cache``: a file that
     keeps them, reused while the source settings it records are the same. With
     ``config.source_kernels``, the kernels of those files instead ({layer: (1, n, k, k)}),
     no accuracies and no time."""
-    if config.source_kernels is not None:
-        files = dict(zip(CONV_LAYERS, config.source_kernels, strict=True))
+    files = _kernel_files(config)
+    if files:
         kernels = {
             layer: read_kernel_file(path, kernel_size=KERNEL_SIZES[layer])[None]
             for layer, path in files.items()
@@ -383,7 +390,7 @@ def learn_prior(config: DWPBenchConfig, *, progress: bool, cache: Path | None = 
     start = time.perf_counter()
     all_kernels, accuracies, source_s = source_kernels(config, cache=cache, progress=progress)
     vaes, kernels, layers = {}, {}, {}
-    files = dict(zip(CONV_LAYERS, config.source_kernels or (), strict=False))
+    files = _kernel_files(config)
     for i, (layer, pattern) in enumerate(CONV_LAYERS.items()):
         # a kernel file holds kept kernels already (the authors' are their live ones): no
         # second norm filter; the source nets' kernels are filtered
@@ -726,7 +733,6 @@ def run_dwp_bench(
             raise ValueError("the init stage needs the prior: run the prior stage first")
         document["init"] = run_init_experiments(config, dwp, data, progress=progress)
         curves_figure(document["init"], out / "init_curves.png")
-        save()
     save()
     return document
 

@@ -521,24 +521,21 @@ def _fit_guide(
                     raise
                 raise FloatingPointError(
                     f"the {name} fit diverged at step {step}: a distribution's parameter left "
-                    f"its support ({short_error(error)[:120]}...); try a smaller lr "
-                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
-                    f"of {data_scale(x, y)}"
+                    f"its support ({short_error(error)[:120]}...); "
+                    f"{_remedy(options, x, y, step=step)}"
                 ) from None
             except torch.linalg.LinAlgError as error:  # a low-rank or full-rank guide's
                 raise FloatingPointError(  # covariance factor stopped being positive definite
                     f"the {name} fit diverged at step {step}: the guide's covariance is not "
-                    f"positive definite ({short_error(error)[:80]}...); try a smaller lr "
-                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
-                    f"of {data_scale(x, y)}"
+                    f"positive definite ({short_error(error)[:80]}...); "
+                    f"{_remedy(options, x, y, step=step)}"
                 ) from None
             if not math.isfinite(loss):
                 if step == 0:
                     raise ValueError(not_finite_at_start(name, "loss", x, y))
                 raise FloatingPointError(
-                    f"the {name} loss became {loss} at step {step}; try a smaller lr "
-                    f"(now {options.lr:g}), {_start_hint(step, options)}or check the scale "
-                    f"of {data_scale(x, y)}"
+                    f"the {name} loss became {loss} at step {step}; "
+                    f"{_remedy(options, x, y, step=step)}"
                 )
             losses.append(loss)
             bar.update()
@@ -550,12 +547,15 @@ def _fit_guide(
     return losses
 
 
-def _start_hint(step: int, options: SVIOptions) -> str:
-    """At the first update from a prior draw, the start itself is the likely culprit: a
-    broad prior's draw can put a heteroscedastic head's σ(x) at 1e-6 and 1e6 at once."""
-    if step > 1 or options.init_loc_fn is not init_to_sample:
-        return ""
-    return "start away from a prior draw (init_loc_fn=pyro_bnn.init.init_to_fan_in), "
+def _remedy(options: SVIOptions, x, y, *, step: int | None = None) -> str:
+    """What a diverged fit's error suggests: a smaller lr, and the data's scale; at the
+    first update (``step`` ≤ 1) from a prior draw also the start itself, the likely
+    culprit: a broad prior's draw can put a heteroscedastic head's σ(x) at 1e-6 and 1e6
+    at once."""
+    start = ""
+    if step is not None and step <= 1 and options.init_loc_fn is init_to_sample:
+        start = "start away from a prior draw (init_loc_fn=pyro_bnn.init.init_to_fan_in), "
+    return f"try a smaller lr (now {options.lr:g}), {start}or check the scale of {data_scale(x, y)}"
 
 
 def _compile_potential(potential, x, y, *, options: SVIOptions) -> None:
@@ -710,8 +710,7 @@ def run_svi_chain(
     if draws is None or not all(bool(torch.isfinite(v).all()) for v in draws.values()):
         raise FloatingPointError(
             f"the {name} fit diverged: it ended with parameters that are not finite or "
-            f"outside their support; try a smaller lr (now {options.lr:g}), or check the "
-            f"scale of {data_scale(x, y)}"
+            f"outside their support; {_remedy(options, x, y)}"
         )
     return Chain(
         draws=draws,
