@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 
-__all__ = ["MEANFIELD_GUIDES", "all_loc_scale", "site_loc_scale"]
+__all__ = ["MEANFIELD_GUIDES", "all_loc_scale", "site_loc_scale", "unpack_loc_scale"]
 
 MEANFIELD_GUIDES = (AutoNormal, AutoDiagonalNormal)
 
@@ -56,6 +56,13 @@ def all_loc_scale(guide) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 def _diagonal_normal_sites(guide: AutoDiagonalNormal) -> dict[str, tuple[torch.Tensor, ...]]:
     """(μ, σ) of every site of an ``AutoDiagonalNormal``: its flat loc and scale unpacked."""
     with guide._pyro_context:
-        loc, scale = guide.loc, guide.scale
+        return unpack_loc_scale(guide, guide.loc, guide.scale)
+
+
+def unpack_loc_scale(
+    guide: AutoDiagonalNormal, loc: torch.Tensor, scale: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{site: (μ, σ)} of an ``AutoDiagonalNormal`` whose flat loc and scale are ``loc`` and
+    ``scale`` (the guide's own, or a compiled step's inputs)."""
     scales = dict((site["name"], v) for site, v in guide._unpack_latent(scale))
     return {site["name"]: (v, scales[site["name"]]) for site, v in guide._unpack_latent(loc)}

@@ -1,9 +1,12 @@
-"""One SVI step as one compiled graph: the ELBO through the model's flat potential, its
-gradient, and Pyro's ``ClippedAdam`` update of the guide's parameters, in place.
+"""One SVI step as one compiled graph: the ELBO, its gradient, and Pyro's ``ClippedAdam``
+update of the parameters, in place.
 
-Pyro's ``SVI.step`` with :class:`~pyro_bnn.infer.elbo.PotentialELBO` computes the same
-objective, but then runs the optimiser in Python, one torch optimiser per parameter, after
-a separate backward pass. Here the step is a pure function of tensors,
+The ELBO is an objective's (:class:`PotentialObjective`: Monte Carlo through the model's
+flat potential, :class:`~pyro_bnn.infer.elbo.PotentialELBO`'s; or ``dvi``'s deterministic
+ELBO, :class:`pyro_bnn.infer.dvi.DeterministicObjective`). Pyro's ``SVI.step`` with the
+same loss computes the same objective, but then runs the optimiser in Python, one torch
+optimiser per parameter, after a separate backward pass. Here the step is a pure function
+of tensors,
 
     step(params, first moments, second moments, t, lr, noise, x, y) -> loss,
 
@@ -14,7 +17,9 @@ run by ``torch.jit.trace`` (``backend="jit"``) or compiled by ``torch.compile``
 (``AutoDiagonalNormal``, ``AutoLowRankMultivariateNormal``, ``AutoMultivariateNormal``,
 ``AutoDelta``) and the objective stays Pyro's: the draw and entropy are
 :func:`pyro_bnn.infer.elbo.draw`'s, the ones ``PotentialELBO`` uses, and the update is
-``ClippedAdam``'s (gradients clamped to ±``clip_norm``, Adam with bias correction).
+``ClippedAdam``'s (gradients clamped to ±``clip_norm``, Adam with bias correction). The
+params are the guide's and those the model itself reads from Pyro's store (an
+empirical-Bayes prior's scales), as ``SVI`` updates both.
 
 Example:
     >>> import torch, pyro
@@ -24,7 +29,8 @@ Example:
     >>> model = zoo.build("bayesian-linear-regression", in_features=2)
     >>> x, y = torch.randn(8, 2), torch.randn(8)
     >>> guide = AutoDiagonalNormal(model); _ = guide(x, y)
-    >>> step = CompiledStep(guide, Potential(model, x, y), backend="jit")
+    >>> objective = PotentialObjective(guide, Potential(model, x, y))
+    >>> step = CompiledStep(guide, objective, backend="jit")
     >>> isinstance(step(x, y, lr=0.01), float)
     True
     >>> pyro.clear_param_store()  # the guide's parameters live in Pyro's global store
@@ -32,9 +38,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import pyro
 import torch
@@ -49,7 +56,14 @@ from torch.distributions import transform_to
 from pyro_bnn.infer import elbo
 from pyro_bnn.potential import Potential
 
-__all__ = ["CompiledStep", "compile_graph", "graph_key", "supports"]
+__all__ = [
+    "CompiledStep",
+    "Objective",
+    "PotentialObjective",
+    "compile_graph",
+    "graph_key",
+    "supports",
+]
 
 GUIDES = (AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoDelta)
 
@@ -61,17 +75,22 @@ def supports(guide, potential: Potential) -> bool:
 
 
 def compile_graph(
-    step: Callable, inputs: tuple[torch.Tensor, ...], *, potential: Potential, backend: str
+    step: Callable,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    unvalidated: Callable[[torch.Tensor, torch.Tensor], contextlib.AbstractContextManager],
+    backend: str,
 ) -> Callable:
-    """``step(*inputs)``, a function of tensors through ``potential``'s model that may write
-    into its inputs, as one graph: traced by ``make_fx`` (on copies: tracing runs it once)
-    with the model at the batch ``inputs[-2:]`` unvalidated, then run by
+    """``step(*inputs)``, a function of tensors through a model that may write into its
+    inputs, as one graph: traced by ``make_fx`` (on copies: tracing runs it once) inside
+    ``unvalidated(x, y)`` at the batch ``inputs[-2:]`` (a context in which the model's
+    distributions do not validate, e.g. :meth:`Potential.unvalidated`), then run by
     ``torch.jit.trace`` (``backend="jit"``) or compiled by ``torch.compile``
     (``"inductor"``, compiled now, on copies). Any failure to trace raises."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     copies = tuple(t.clone() for t in inputs)
-    with potential.unvalidated(*inputs[-2:]):
+    with unvalidated(*inputs[-2:]):
         graph = make_fx(step)(*copies)
     if backend == "inductor":
         compiled = torch.compile(graph, dynamic=False)
@@ -95,60 +114,111 @@ def _guide_parameters(guide) -> dict[str, str]:
     return {n: n[len(prefix) :] for n in pyro.get_param_store().keys() if n.startswith(prefix)}
 
 
-class CompiledStep:
-    """``step(x, y, lr) -> loss``: one SVI step of ``guide`` on the ELBO through
-    ``potential``, averaged over ``num_particles`` draws, as one compiled graph per input
-    shape (kept in ``cache``, shared by the chains of a fit). ``ClippedAdam``'s defaults:
-    ``clip_norm`` 10, ``betas`` (0.9, 0.999), ``eps`` 1e-8."""
+class Objective(Protocol):
+    """What a compiled step minimises: ``loss(values, noise, x, y)``, the −ELBO of the
+    guide whose constrained parameters are ``values`` (by attribute), from ``noise`` (one
+    row of ``noise_size`` standard normals per particle), with the model's own
+    ``model_parameters`` (Pyro store names) read from the store; ``key``, what the graph
+    bakes in; ``unvalidated(x, y)``, the context it is traced in."""
 
-    def __init__(
-        self,
-        guide,
-        potential: Potential,
-        *,
-        backend: str,
-        num_particles: int = 1,
-        clip_norm: float = 10.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        cache: dict[Any, Any] | None = None,
-    ) -> None:
+    key: tuple
+    noise_size: int
+    num_particles: int
+    model_parameters: tuple[str, ...]
+
+    def loss(self, values: dict[str, torch.Tensor], noise, x, y) -> torch.Tensor: ...
+
+    def unvalidated(self, x, y) -> contextlib.AbstractContextManager: ...
+
+
+class PotentialObjective:
+    """``PotentialELBO``'s objective: the guide's reparameterised draws through the
+    model's flat ``potential`` (which holds no parameters of its own), minus the guide's
+    entropy, averaged over ``num_particles``."""
+
+    model_parameters: tuple[str, ...] = ()
+
+    def __init__(self, guide, potential: Potential, *, num_particles: int = 1) -> None:
         if not supports(guide, potential):
             raise ValueError(f"the compiled SVI step does not run {type(guide).__name__}")
-        if backend not in ("jit", "inductor"):
-            raise ValueError(f"backend must be 'jit' or 'inductor', got {backend!r}")
-        store = pyro.get_param_store()
-        self.guide, self.potential, self.backend = guide, potential, backend
-        self.num_particles = num_particles
-        self.clip_norm, self.betas, self.eps = clip_norm, betas, eps
-        names = _guide_parameters(guide)
-        self.attributes = list(names.values())
-        # the store's unconstrained tensors, written in place by the compiled update
-        self.params = [store._params[n].detach() for n in names]
-        self.transforms = [transform_to(store._constraints[n]) for n in names]  # as the store
-        self.moments = [torch.zeros_like(p) for p in self.params for _ in range(2)]
-        # the step count and the rate stay float64 on the CPU (0-dim CPU tensors enter any
-        # device's ops; MPS has no float64), as ClippedAdam's Python floats
-        self.t = torch.zeros((), dtype=torch.float64, device="cpu")
+        self.guide, self.potential, self.num_particles = guide, potential, num_particles
         self.noise_size = elbo.noise_size(guide, potential.layout)
-        self.cache = {} if cache is None else cache
-        # what the traced graph bakes in besides the batch's shape: fixed for this step
-        self._graph_key = (
-            type(guide),
-            backend,
-            num_particles,
-            (clip_norm, betas, eps),
-            id(potential),
-            tuple((tuple(p.shape), p.dtype) for p in self.params),
-        )
+        self.key = ("potential", id(potential))
+        self.unvalidated = potential.unvalidated
 
-    def _loss(self, params, noise, x, y) -> torch.Tensor:
-        values = {a: t(p) for a, t, p in zip(self.attributes, self.transforms, params, strict=True)}
+    def loss(self, values, noise, x, y) -> torch.Tensor:
         loss = 0.0
         for particle in range(self.num_particles):
             theta, entropy = elbo.draw(self.guide, values, noise[particle], self.potential.layout)
             loss = loss + self.potential._energy(theta, x, y) - entropy
         return loss / self.num_particles
+
+
+@contextlib.contextmanager
+def _store_holding(names: list[str], tensors) -> Iterator[None]:
+    """Pyro's store with ``tensors`` as the unconstrained values of ``names``: what the
+    model reads through ``pyro.param`` while the step is traced."""
+    params = pyro.get_param_store()._params
+    saved = [params[n] for n in names]
+    try:
+        params.update(zip(names, tensors, strict=True))
+        yield
+    finally:
+        params.update(zip(names, saved, strict=True))
+
+
+class CompiledStep:
+    """``step(x, y, lr) -> loss``: one SVI step of ``guide`` on ``objective``, as one
+    compiled graph per input shape (kept in ``cache``, shared by the chains of a fit).
+    ``ClippedAdam``'s defaults: ``clip_norm`` 10, ``betas`` (0.9, 0.999), ``eps`` 1e-8."""
+
+    def __init__(
+        self,
+        guide,
+        objective: Objective,
+        *,
+        backend: str,
+        clip_norm: float = 10.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        cache: dict[Any, Any] | None = None,
+    ) -> None:
+        if type(guide) not in GUIDES:
+            raise ValueError(f"the compiled SVI step does not run {type(guide).__name__}")
+        if backend not in ("jit", "inductor"):
+            raise ValueError(f"backend must be 'jit' or 'inductor', got {backend!r}")
+        store = pyro.get_param_store()
+        self.guide, self.objective, self.backend = guide, objective, backend
+        self.clip_norm, self.betas, self.eps = clip_norm, betas, eps
+        names = _guide_parameters(guide)
+        self.attributes = list(names.values())
+        self.model_parameters = list(objective.model_parameters)
+        everything = [*names, *self.model_parameters]
+        # the store's unconstrained tensors, written in place by the compiled update
+        self.params = [store._params[n].detach() for n in everything]
+        self.transforms = [transform_to(store._constraints[n]) for n in names]  # as the store
+        self.moments = [torch.zeros_like(p) for p in self.params for _ in range(2)]
+        # the step count and the rate stay float64 on the CPU (0-dim CPU tensors enter any
+        # device's ops; MPS has no float64), as ClippedAdam's Python floats
+        self.t = torch.zeros((), dtype=torch.float64, device="cpu")
+        self.cache = {} if cache is None else cache
+        # what the traced graph bakes in besides the batch's shape: fixed for this step
+        self._graph_key = (
+            type(guide),
+            backend,
+            objective.num_particles,
+            (clip_norm, betas, eps),
+            objective.key,
+            tuple(self.model_parameters),
+            tuple((tuple(p.shape), p.dtype) for p in self.params),
+        )
+
+    def _loss(self, params, noise, x, y) -> torch.Tensor:
+        guide_params, model_params = params[: len(self.attributes)], params[len(self.attributes) :]
+        values = {a: t(p) for a, t, p in zip(self.attributes, self.transforms, guide_params,
+                                                strict=True)}  # fmt: skip
+        with _store_holding(self.model_parameters, model_params):
+            return self.objective.loss(values, noise, x, y)
 
     def _step(self, *tensors):
         n = len(self.params)
@@ -170,7 +240,7 @@ class CompiledStep:
         key = graph_key(self._graph_key, inputs)
         if key not in self.cache:
             self.cache[key] = compile_graph(  # kept only once it has run
-                self._step, inputs, potential=self.potential, backend=self.backend
+                self._step, inputs, unvalidated=self.objective.unvalidated, backend=self.backend
             )
         return self.cache[key]
 
@@ -179,8 +249,8 @@ class CompiledStep:
         (one call per particle), so both take the same numbers from the generator."""
         like = self.params[0]
         return torch.stack([
-            draw(self.noise_size, dtype=like.dtype, device=like.device)
-            for _ in range(self.num_particles)
+            draw(self.objective.noise_size, dtype=like.dtype, device=like.device)
+            for _ in range(self.objective.num_particles)
         ])  # fmt: skip
 
     def _inputs(self, x, y, lr: float, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:

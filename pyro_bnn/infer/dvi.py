@@ -13,7 +13,11 @@ a Pyro ``ELBO`` that evaluates −ELBO = KL(q ‖ p) − E_q[log p(y | w)] in cl
   a Gamma prior on a positive site under its log-normal guide.
 
 Pyro's SVI runs it like any ELBO; minibatch scaling, KL weighting and empirical-Bayes
-prior parameters come from the model's own trace. The closed-form predictive
+prior parameters come from the model's own trace. With ``backend="jit"`` (the default) or
+``"inductor"``, each step (this loss at the guide's loc and scale, its gradient and
+``ClippedAdam``'s update of the guide's and the model's parameters) is one compiled graph
+(:class:`DeterministicObjective` in :mod:`pyro_bnn.infer.compiled_step`), the same steps
+as ``SVI.step``'s. The closed-form predictive
 (:class:`MomentPredictive`) is what ``posterior.predict`` reports (and
 :func:`predictive_moments`); the Posterior's draws come from the same guide.
 
@@ -35,17 +39,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
 from torch import nn
 from torch.distributions import biject_to
+from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform
 
 from pyro_bnn.infer.svi import GaussianGuideOptions
 from pyro_bnn.layers import Linear
 from pyro_bnn.likelihoods import OBS_SITE, Gaussian, HeteroscedasticGaussian, Likelihood
-from pyro_bnn.meanfield import all_loc_scale
+from pyro_bnn.meanfield import all_loc_scale, unpack_loc_scale
 from pyro_bnn.moments import linear_moments, relu_covariance, relu_moments
 from pyro_bnn.posterior import mix_moments
 from pyro_bnn.priors import base_distribution
@@ -54,6 +61,7 @@ __all__ = [
     "COVARIANCES",
     "DVIOptions",
     "DeterministicELBO",
+    "DeterministicObjective",
     "MomentPredictive",
     "Network",
     "deterministic_elbo",
@@ -70,13 +78,14 @@ _PASS_THROUGH = (nn.Identity, nn.Flatten)
 
 @dataclass(frozen=True)
 class Network:
-    """The part of a model that moment propagation runs: ``module`` (an ``nn.Sequential``
+    """The part of ``model`` that moment propagation runs: ``module`` (an ``nn.Sequential``
     of Linear layers and ReLUs, or one Linear layer) whose output feeds the likelihood,
     and its ``layers`` in order."""
 
     module: nn.Module
     layers: tuple[nn.Module, ...]
     likelihood: Likelihood
+    model: nn.Module
 
 
 def _likelihood_of(model: nn.Module) -> Likelihood:
@@ -101,7 +110,7 @@ def find_network(model: nn.Module) -> Network:
         raise ValueError("dvi found no Bayesian layers (PyroSample weights) in this model")
     likelihood = _likelihood_of(model)
     if len(bayesian) == 1 and isinstance(bayesian[0], Linear):
-        return Network(bayesian[0], (bayesian[0],), likelihood)
+        return Network(bayesian[0], (bayesian[0],), likelihood, model)
     candidates = [
         m for m in model.modules()
         if isinstance(m, nn.Sequential) and all(any(b is c for c in m.modules()) for b in bayesian)
@@ -119,7 +128,7 @@ def find_network(model: nn.Module) -> Network:
                 f"dvi's moment propagation covers Linear and ReLU layers; layer {name!r} is "
                 f"a {type(layer).__name__}: use meanfield for this model"
             )
-    return Network(sequential, tuple(sequential), likelihood)
+    return Network(sequential, tuple(sequential), likelihood, model)
 
 
 def _site_moments(module: nn.Module, attribute: str, q: dict) -> tuple[Any, Any]:
@@ -206,12 +215,19 @@ def _expected_log_likelihood(
     return -_HALF_LOG_2PI - 0.5 * m1 - 0.5 * torch.exp(-m1 + v1 / 2) * tilted
 
 
-_EXP_PROBE = torch.tensor([-1.0, 0.0, 2.0])
-
-
 def _is_exp(transform) -> bool:
-    """Whether ``transform`` is exp (Pyro writes a non-negative support's as exp then +0)."""
-    return bool(torch.allclose(transform(_EXP_PROBE), _EXP_PROBE.exp()))
+    """Whether ``transform`` is exp (torch writes a non-negative support's as exp then
+    x + 0), read from its parts, not its values: a compiled step traces this."""
+    if isinstance(transform, ExpTransform):
+        return True
+    if not isinstance(transform, ComposeTransform) or len(transform.parts) != 2:
+        return False
+    first, then = transform.parts
+    return (
+        isinstance(first, ExpTransform)
+        and isinstance(then, AffineTransform)
+        and all(float(v) == c for v, c in ((then.loc, 0.0), (then.scale, 1.0)))
+    )
 
 
 def _kl(name: str, prior: dist.Distribution, loc: torch.Tensor, scale: torch.Tensor):
@@ -257,7 +273,11 @@ class DeterministicELBO(ELBO):
         x, y = args[0], args[1] if len(args) > 1 else kwargs.get("y")
         if y is None:
             raise ValueError("the deterministic ELBO needs targets y")
-        q = self._q(guide, x, y)
+        return self.loss_at(model, guide, self._q(guide, x, y), x, y)
+
+    def loss_at(self, model, guide, q: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """−ELBO of the mean-field Gaussian ``q`` ({site: (loc, scale)}) laid out as
+        ``guide``'s sites; the model's own parameters are read from Pyro's store."""
         prototype = guide.prototype_trace.nodes
         values = {n: biject_to(prototype[n]["fn"].support)(loc) for n, (loc, _) in q.items()}
         moments: dict[str, torch.Tensor] = {}
@@ -287,6 +307,20 @@ class DeterministicELBO(ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("the deterministic ELBO draws no traces")
 
+    def compiled_objective(self, guide, x, y) -> DeterministicObjective | None:
+        """This ELBO as a compiled step's objective (:mod:`pyro_bnn.infer.compiled_step`)
+        for ``guide`` on batches like ``(x, y)``, or None where the step cannot run it: a
+        guide other than ``AutoDiagonalNormal``, or a model holding parameters in its
+        modules (the step passes in only the model's plain ``pyro.param`` values, such as
+        an empirical-Bayes prior's scales)."""
+        if type(guide) is not AutoDiagonalNormal:
+            return None
+        if guide.prototype_trace is None:
+            guide(x, y)  # its sites and parameters
+        if any(getattr(m, "_pyro_params", None) for m in self.network.model.modules()):
+            return None
+        return DeterministicObjective(self, guide, x, y)
+
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
@@ -295,6 +329,35 @@ class DeterministicELBO(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()
+
+
+class DeterministicObjective:
+    """:class:`DeterministicELBO` as a compiled step's objective: the loss at the guide's
+    flat loc and scale as tensors (no draws), with the model's own ``pyro.param`` values
+    (empirical-Bayes prior scales, a learned noise prior's rate) among the step's
+    parameters, as ``SVI`` updates them."""
+
+    noise_size = 0
+    num_particles = 1
+
+    def __init__(self, elbo: DeterministicELBO, guide: AutoDiagonalNormal, x, y) -> None:
+        self.elbo, self.guide = elbo, guide
+        self.key = ("dvi", id(elbo.network.module), elbo.covariance)
+        with guide._pyro_context, torch.no_grad():
+            q = self._q(guide.loc, guide.scale)
+            with poutine.trace(param_only=True) as read:  # what the model reads from the store
+                self.elbo.loss_at(guide.model, guide, q, x, y)
+        self.model_parameters = tuple(read.trace.param_nodes)
+
+    def _q(self, loc, scale) -> dict:
+        return unpack_loc_scale(self.guide, loc, scale)
+
+    def loss(self, values, noise, x, y) -> torch.Tensor:
+        q = self._q(values["loc"], values["scale"])
+        return self.elbo.loss_at(self.guide.model, self.guide, q, x, y)
+
+    def unvalidated(self, x, y):
+        return pyro.validation_enabled(False)
 
 
 def output_moments(guide, network: Network, x: torch.Tensor, *, covariance: str):
@@ -368,7 +431,8 @@ def _predictive_loc_noise(likelihood, mean, cov, q) -> tuple[torch.Tensor, torch
 class DVIOptions(GaussianGuideOptions):
     """Options of ``dvi``: those of the Gaussian guides, and ``covariance``
     (``"diagonal"``: units independent; ``"full"``: each layer's covariance across units,
-    per row, quadratic in the layer's width)."""
+    per row, quadratic in the layer's width). ``backend="pyro"`` steps with Pyro's
+    ``SVI.step`` instead of the compiled step."""
 
     covariance: str = "diagonal"
 

@@ -370,7 +370,7 @@ class SGMCMCStep:
         if key not in self.cache:
             try:
                 self.cache[key] = compile_graph(
-                    self._step, inputs, potential=self.potential, backend=self.backend
+                    self._step, inputs, unvalidated=self.potential.unvalidated, backend=self.backend
                 )
             except Exception:  # an op it cannot trace: the same formulas, step by step
                 self.cache[key] = None

@@ -94,7 +94,10 @@ class SVIOptions(Options):
     ``backend``: ``"jit"`` or ``"inductor"`` evaluate the ELBO of every guide here through
     the model's flat compiled potential (:class:`~pyro_bnn.infer.elbo.PotentialELBO`,
     :class:`~pyro_bnn.potential.Potential`) when every latent is global and the model has
-    no deterministic parameters; ``"pyro"`` (and every other case) uses ``Trace_ELBO``."""
+    no deterministic parameters, and run each step (that ELBO, or ``dvi``'s deterministic
+    one, its gradient and the update) as one compiled graph
+    (:mod:`~pyro_bnn.infer.compiled_step`); ``"pyro"`` (and every other case) uses
+    ``Trace_ELBO`` (``dvi``: its own ELBO) and Pyro's ``SVI.step``."""
 
     num_steps: int | None = None
     num_epochs: int | None = None
@@ -493,7 +496,8 @@ def _fit_guide(
     kl_scale = (beta * num_batches * kl_weights(options.kl_weighting, num_batches)).tolist()
     if options.kl_weighting != "uniform" or beta != 1.0:
         train_model, train_guide = kl(train_model), (guide if custom_loss else kl(guide))
-    optimizer = ClippedAdam({"lr": options.lr})
+    # Pyro makes each torch optimiser inside the first step, with this rate: the schedule's
+    optimizer = ClippedAdam({"lr": rates[0] if rates else options.lr})
     svi = SVI(train_model, train_guide, optimizer, loss_fn)
     plain = train_model is scaled_model
     compiled = _compiled_step(guide, loss_fn, x, y, options=options, plain=plain,
@@ -572,22 +576,30 @@ def _compiled_step(
     guide, loss_fn, x, y, *, options: SVIOptions, plain: bool, distributed: bool, shared: dict
 ) -> compiled_step.CompiledStep | None:
     """The whole step as one compiled graph (:mod:`pyro_bnn.infer.compiled_step`) where the
-    loss is the plain potential ELBO of a guide it runs, on one process; else None (Pyro's
-    ``SVI.step``)."""
+    loss has a compiled objective (the plain potential ELBO of a guide it runs, or a loss
+    with ``compiled_objective(guide, x, y)``, such as ``dvi``'s) on one process with a compiling
+    ``backend``; else None (Pyro's ``SVI.step``)."""
     if (
-        not isinstance(loss_fn, elbo.PotentialELBO)
-        or not plain
+        not plain
         or distributed
         or options.adversarial_epsilon is not None
-        or not compiled_step.supports(guide, loss_fn.potential)
+        or options.backend not in ("jit", "inductor")
     ):
         return None
+    if isinstance(loss_fn, elbo.PotentialELBO):
+        if not compiled_step.supports(guide, loss_fn.potential):
+            return None
+        objective = compiled_step.PotentialObjective(
+            guide, loss_fn.potential, num_particles=options.num_particles
+        )
+    elif hasattr(loss_fn, "compiled_objective"):
+        objective = loss_fn.compiled_objective(guide, x, y)
+    else:
+        objective = None
+    if objective is None:
+        return None
     step = compiled_step.CompiledStep(
-        guide,
-        loss_fn.potential,
-        backend=options.backend,
-        num_particles=options.num_particles,
-        cache=shared.setdefault("compiled_steps", {}),
+        guide, objective, backend=options.backend, cache=shared.setdefault("compiled_steps", {})
     )
     rows = min(options.batch_size or len(x), len(x))
     try:

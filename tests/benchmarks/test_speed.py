@@ -18,6 +18,7 @@ def test_speed_bench_smoke(tmp_path):
         "pyro_bnn_meanfield_inductor",
         "pyro_trace_elbo_autonormal_equivalent",
         "pyro_bnn_dvi",
+        "pyro_bnn_dvi_pyro",
     }
     assert saved["sgmcmc_ms_per_step"].keys() == {"sghmc", "sghmc_inductor"}
     assert {"ms_per_gradient", "ess_per_s", "min_ess_test_predictions"} <= saved["nuts"]["3"].keys()
@@ -27,6 +28,7 @@ def test_speed_bench_smoke(tmp_path):
     assert "| measurement | pyro-bnn | reference | ratio |" in table
     assert "SVI step: pyro-bnn `meanfield`" in table and results["date"] in table
     assert "SG-MCMC step: pyro-bnn `sghmc`" in table
+    assert 'SVI step: pyro-bnn `dvi`, `backend="pyro"`' in table
 
 
 def test_protein_like_has_protein_shape():
