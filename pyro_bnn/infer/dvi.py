@@ -273,7 +273,12 @@ class DeterministicELBO(ELBO):
         x, y = args[0], args[1] if len(args) > 1 else kwargs.get("y")
         if y is None:
             raise ValueError("the deterministic ELBO needs targets y")
-        return self.loss_at(model, guide, self._q(guide, x, y), x, y)
+        q = self._q(guide, x, y)
+        # the model's run draws nothing it keeps (the guide's init_loc_fn draws at sites
+        # that conditioning then overrides): the random stream is left as it was, as the
+        # compiled step leaves it
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            return self.loss_at(model, guide, q, x, y)
 
     def loss_at(self, model, guide, q: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """−ELBO of the mean-field Gaussian ``q`` ({site: (loc, scale)}) laid out as
@@ -311,13 +316,12 @@ class DeterministicELBO(ELBO):
         """This ELBO as a compiled step's objective (:mod:`pyro_bnn.infer.compiled_step`)
         for ``guide`` on batches like ``(x, y)``, or None where the step cannot run it: a
         guide other than ``AutoDiagonalNormal``, or a model holding parameters in its
-        modules (the step passes in only the model's plain ``pyro.param`` values, such as
-        an empirical-Bayes prior's scales)."""
+        modules, deterministic weights or ``PyroParam``s (PyroModule reads those from the
+        module, so the step could not feed them in; it feeds in the model's plain
+        ``pyro.param`` values, such as an empirical-Bayes prior's scales)."""
         if type(guide) is not AutoDiagonalNormal:
             return None
-        if guide.prototype_trace is None:
-            guide(x, y)  # its sites and parameters
-        if any(getattr(m, "_pyro_params", None) for m in self.network.model.modules()):
+        if next(self.network.model.parameters(), None) is not None:
             return None
         return DeterministicObjective(self, guide, x, y)
 

@@ -111,26 +111,32 @@ def _counted_compiled_steps(monkeypatch) -> list[int]:
 
 def test_dvi_runs_one_compiled_step_unless_backend_is_pyro(monkeypatch):
     """With the default ``backend="jit"`` every step is the compiled graph, and from the
-    same start its losses are Pyro's ``SVI.step``'s on the same ELBO (``backend="pyro"``)
-    within float32 rounding (relative 1e-4 over 40 steps). The learned noise precision's
-    KL goes through it too (minibatches: ``test_compiled_step.py``)."""
+    same seed its losses are Pyro's ``SVI.step``'s on the same ELBO (``backend="pyro"``)
+    within float32 rounding (relative 1e-4 over 40 steps of each chain), minibatches of
+    10 of 30 rows included (the same start and the same batches). The learned noise
+    precision's KL goes through it too."""
     x, y = _data()
     fits = {}
     calls = _counted_compiled_steps(monkeypatch)
     for backend in ("jit", "pyro"):
         model, _ = _models()["gaussian-learned"]
-        fits[backend] = fit(model, x, y, method="dvi", num_steps=40, lr=0.02,
-                            num_draws=2, backend=backend, progress_bar=False, seed=0)  # fmt: skip
+        fits[backend] = fit(model, x, y, method="dvi", num_steps=40, lr=0.02, batch_size=10,
+                            num_chains=2, chain_processes=1, num_draws=2, backend=backend,
+                            progress_bar=False, seed=0)  # fmt: skip
         if backend == "jit":
-            assert len(calls) == 40
-    assert len(calls) == 40  # none with backend="pyro"
-    assert fits["jit"].losses[0] == pytest.approx(fits["pyro"].losses[0], rel=1e-4)
+            assert len(calls) == 80
+    assert len(calls) == 80  # none with backend="pyro"
+    for compiled, stepped in zip(fits["jit"].losses, fits["pyro"].losses, strict=True):
+        assert compiled == pytest.approx(stepped, rel=1e-4)
 
 
 def test_dvi_steps_through_pyro_when_its_model_holds_parameters(monkeypatch):
-    """A model with a parameter of its own module (``PyroParam``) is read through
-    PyroModule, which the compiled step does not feed: Pyro's ``SVI.step`` runs it."""
+    """A model with parameters of its own modules (a ``PyroParam``; deterministic biases
+    left out of the prior) is read through PyroModule, which the compiled step does not
+    feed: Pyro's ``SVI.step`` runs it, and the deterministic biases learn."""
     from pyro.nn import PyroParam
+
+    from pyro_bnn.priors import GaussianPrior, Selector
 
     x, y = _data()
     model = zoo.build("mlp-regression", in_features=2, hidden=(5,), noise_scale=0.3)
@@ -138,3 +144,10 @@ def test_dvi_steps_through_pyro_when_its_model_holds_parameters(monkeypatch):
     calls = _counted_compiled_steps(monkeypatch)
     post = fit(model, x, y, method="dvi", num_steps=20, num_draws=2, progress_bar=False)
     assert calls == [] and len(post.losses[0]) == 20
+    weights_only = GaussianPrior(select=Selector(parameters=("weight",)))
+    model = zoo.build("mlp-regression", in_features=2, hidden=(5,), noise_scale=0.3,
+                      prior=weights_only)  # fmt: skip
+    start = model.net[0].bias.detach().clone()
+    fit(model, x, y, method="dvi", num_steps=20, num_draws=2, progress_bar=False)
+    assert calls == []
+    assert not torch.equal(model.net[0].bias.detach(), start)

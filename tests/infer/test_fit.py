@@ -159,8 +159,9 @@ def test_learning_rate_schedules():
 @pytest.mark.parametrize("backend", ["pyro", "jit"])
 def test_every_step_runs_at_the_schedules_rate(monkeypatch, backend):
     """Pyro's ``SVI.step`` (``backend="pyro"``): the torch optimisers behind Pyro's hold the
-    rate once they exist (Pyro makes them on the first step, at ``lr``). The compiled step
-    (``"jit"``): each call gets the rate."""
+    rate once they exist (Pyro makes them on the first step, at the schedule's first rate,
+    which for this linear schedule is ``lr``). The compiled step (``"jit"``): each call
+    gets the rate."""
     from pyro_bnn.infer import compiled_step, svi
 
     seen = []
