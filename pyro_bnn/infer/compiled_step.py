@@ -82,23 +82,23 @@ def compile_graph(
     backend: str,
 ) -> Callable:
     """``step(*inputs)``, a function of tensors through a model that may write into its
-    inputs, as one graph: traced by ``make_fx`` (on copies: tracing runs it once) inside
-    ``unvalidated(x, y)`` at the batch ``inputs[-2:]`` (a context in which the model's
-    distributions do not validate, e.g. :meth:`Potential.unvalidated`), then run by
-    ``torch.jit.trace`` (``backend="jit"``) or compiled by ``torch.compile``
-    (``"inductor"``, compiled now, on copies). Any failure to trace raises."""
+    inputs, as one graph: traced by ``make_fx`` (on copies: tracing runs it once) at the
+    batch ``inputs[-2:]``, then run by ``torch.jit.trace`` (``backend="jit"``) or compiled
+    by ``torch.compile`` (``"inductor"``, compiled now, on copies), all inside
+    ``unvalidated(x, y)`` (a context in which the model's distributions do not validate,
+    e.g. :meth:`Potential.unvalidated`). Any failure to trace raises."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     copies = tuple(t.clone() for t in inputs)
-    with unvalidated(*inputs[-2:]):
+    with unvalidated(*inputs[-2:]):  # the first runs of the graph too
         graph = make_fx(step)(*copies)
-    if backend == "inductor":
-        compiled = torch.compile(graph, dynamic=False)
-        compiled(*(t.clone() for t in inputs))
-        return compiled
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
-        return torch.jit.trace(graph, copies, check_trace=False)
+        if backend == "inductor":
+            compiled = torch.compile(graph, dynamic=False)
+            compiled(*(t.clone() for t in inputs))
+            return compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation
+            return torch.jit.trace(graph, copies, check_trace=False)
 
 
 def graph_key(fixed: tuple, inputs: tuple[torch.Tensor, ...]) -> tuple:

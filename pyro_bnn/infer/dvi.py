@@ -35,7 +35,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,10 +276,7 @@ class DeterministicELBO(ELBO):
         if y is None:
             raise ValueError("the deterministic ELBO needs targets y")
         q = self._q(guide, x, y)
-        # the model's run draws nothing it keeps (the guide's init_loc_fn draws at sites
-        # that conditioning then overrides): the random stream is left as it was, as the
-        # compiled step leaves it
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with _random_stream_kept(x):
             return self.loss_at(model, guide, q, x, y)
 
     def loss_at(self, model, guide, q: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -323,7 +322,8 @@ class DeterministicELBO(ELBO):
             return None
         if next(self.network.model.parameters(), None) is not None:
             return None
-        return DeterministicObjective(self, guide, x, y)
+        with _random_stream_kept(x):
+            return DeterministicObjective(self, guide, x, y)
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
@@ -360,8 +360,20 @@ class DeterministicObjective:
         q = self._q(values["loc"], values["scale"])
         return self.elbo.loss_at(self.guide.model, self.guide, q, x, y)
 
-    def unvalidated(self, x, y):
-        return pyro.validation_enabled(False)
+    @contextlib.contextmanager
+    def unvalidated(self, x, y) -> Iterator[None]:
+        """Tracing's context: no validation, and the random stream kept (the traced run of
+        the model draws only what conditioning discards)."""
+        with pyro.validation_enabled(False), _random_stream_kept(x):
+            yield
+
+
+def _random_stream_kept(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A run of the model under ``loss_at`` draws nothing it keeps: the guide's
+    ``init_loc_fn`` draws at sites that conditioning then overrides. This context gives
+    the random stream back as it was, so the deterministic ELBO draws nothing, compiled or
+    not (the minibatches are the same either way)."""
+    return torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [])
 
 
 def output_moments(guide, network: Network, x: torch.Tensor, *, covariance: str):

@@ -588,29 +588,26 @@ def _compiled_step(
         or options.backend not in ("jit", "inductor")
     ):
         return None
-    # building the step runs the model (the guide's init_loc_fn draws at its sites, which
-    # conditioning then discards): it leaves the random stream to the steps, so that the
-    # fit draws what Pyro's SVI.step draws (its minibatches)
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        if isinstance(loss_fn, elbo.PotentialELBO):
-            if not compiled_step.supports(guide, loss_fn.potential):
-                return None
-            objective = compiled_step.PotentialObjective(
-                guide, loss_fn.potential, num_particles=options.num_particles
-            )
-        elif hasattr(loss_fn, "compiled_objective"):
-            objective = loss_fn.compiled_objective(guide, x, y)
-        else:
-            objective = None
-        if objective is None:
+    if isinstance(loss_fn, elbo.PotentialELBO):
+        if not compiled_step.supports(guide, loss_fn.potential):
             return None
-        cache = shared.setdefault("compiled_steps", {})
-        step = compiled_step.CompiledStep(guide, objective, backend=options.backend, cache=cache)
-        rows = min(options.batch_size or len(x), len(x))
-        try:
-            step.prepare(x[:rows], y[:rows])  # before the steps, which the fit times
-        except Exception:  # tracing or compiling failed (an op it cannot trace): the same
-            return None  # objective through Pyro's SVI.step
+        objective = compiled_step.PotentialObjective(
+            guide, loss_fn.potential, num_particles=options.num_particles
+        )
+    elif hasattr(loss_fn, "compiled_objective"):
+        objective = loss_fn.compiled_objective(guide, x, y)
+    else:
+        objective = None
+    if objective is None:
+        return None
+    step = compiled_step.CompiledStep(
+        guide, objective, backend=options.backend, cache=shared.setdefault("compiled_steps", {})
+    )
+    rows = min(options.batch_size or len(x), len(x))
+    try:
+        step.prepare(x[:rows], y[:rows])  # before the steps, which the fit times
+    except Exception:  # tracing or compiling failed (an op it cannot trace): the same
+        return None  # objective through Pyro's SVI.step
     return step
 
 
