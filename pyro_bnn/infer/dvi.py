@@ -347,8 +347,8 @@ class DeterministicObjective:
     def __init__(self, elbo: DeterministicELBO, guide: AutoDiagonalNormal, x, y) -> None:
         self.elbo, self.guide = elbo, guide
         self.key = ("dvi", id(elbo.network.module), elbo.covariance)
-        with guide._pyro_context, torch.no_grad():
-            q = self._q(guide.loc, guide.scale)
+        with torch.no_grad():
+            q = all_loc_scale(guide)
             with poutine.trace(param_only=True) as read:  # what the model reads from the store
                 self.elbo.loss_at(guide.model, guide, q, x, y)
         self.model_parameters = tuple(read.trace.param_nodes)
