@@ -132,6 +132,34 @@ def test_dvi_chooses_empirical_bayes_on_validation(tmp_path):
     assert record["noise_std"] > 0 and "| dvi |" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_an_extra_candidate_fits_its_own_likelihood(tmp_path, monkeypatch):
+    """Validation can choose the model too: an extra candidate is fitted with its own
+    likelihood, its label names it, and the record says when it was chosen."""
+    import benchmarks.uci.bench as bench
+
+    write_uci(tmp_path, rows=40, splits=1)
+    built = []
+    real_build = bench.zoo.build
+
+    def build(name, **kwargs):
+        built.append(kwargs["likelihood"])
+        return real_build(name, **kwargs)
+
+    monkeypatch.setattr(bench.zoo, "build", build)
+    tiny = UCIProtocol.tiny()
+    extra = (bench.Candidate(1.0, likelihood="heteroscedastic-exp"),)
+    methods = {**tiny.methods, "lowrank": replace(tiny.methods["lowrank"], extra_candidates=extra)}
+    protocol = replace(tiny, methods=methods)
+    (record,) = _run(tmp_path, ["lowrank"], [0], protocol=protocol)["records"]
+    assert set(record["validation_ll"]) == {"1.0", "2.0", "1.0, heteroscedastic-exp"}
+    assert built[:3] == ["gaussian", "gaussian", "heteroscedastic-exp"]  # validation fits
+    chose_extra = max(record["validation_ll"], key=record["validation_ll"].get) == (
+        "1.0, heteroscedastic-exp"
+    )
+    assert (record.get("likelihood") == "heteroscedastic-exp") == chose_extra
+    assert built[3] == ("heteroscedastic-exp" if chose_extra else "gaussian")  # the refit
+
+
 def test_laplace_records_its_evidence_and_tuned_noise(tmp_path):
     write_uci(tmp_path, rows=40, splits=1)
     (record,) = _run(tmp_path, ["laplace"], [0])["records"]
