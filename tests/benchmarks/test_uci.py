@@ -437,3 +437,29 @@ def test_card_gets_the_tables_between_its_markers(tmp_path, capsys):
     assert main(args) == 2
     assert "needs one line" in capsys.readouterr().err
     assert card.read_text() == "# no markers\n" and not (tmp_path / "o").exists()
+
+
+def test_a_cell_assembled_from_two_runs_is_the_better_on_validation():
+    """A cell of candidates A ∪ B is the run (of A, of B) with the better validation
+    log-likelihood, with every label, both runs' costs and diverged candidates; runs of
+    other cells or sharing a candidate are refused."""
+    from benchmarks.uci.assemble import assemble
+
+    a = {"dataset": "d", "method": "lowrank", "split": 3, "test_ll": -1.0, "wall_s": 10.0,
+         "selection_s": 6.0, "validation_ll": {"1.0, gaussian": -0.2},
+         "likelihood": "gaussian"}  # fmt: skip
+    b = {"dataset": "d", "method": "lowrank", "split": 3, "test_ll": -1.5, "wall_s": 20.0,
+         "selection_s": 15.0, "validation_ll": {"1.0": -0.3, "2.0": -0.25},
+         "diverged_candidates": {"3.0": "diverged at step 1"}}  # fmt: skip
+    record = assemble(a, b, names=("old", "new"))
+    assert record["test_ll"] == -1.0 and record["likelihood"] == "gaussian"
+    assert record["validation_ll"] == {"1.0, gaussian": -0.2, "1.0": -0.3, "2.0": -0.25}
+    assert (record["wall_s"], record["selection_s"]) == (30.0, 21.0)
+    assert record["diverged_candidates"] == b["diverged_candidates"]
+    assert record["assembled_from"] == ["old", "new"]
+    better_b = assemble(a, dict(b, validation_ll={"1.0": -0.1}), names=("old", "new"))
+    assert better_b["test_ll"] == -1.5 and "likelihood" not in better_b
+    with pytest.raises(ValueError, match="disjoint"):
+        assemble(a, dict(b, validation_ll={"1.0, gaussian": 0.0}), names=("old", "new"))
+    with pytest.raises(ValueError, match="not the same cell"):
+        assemble(a, dict(b, split=4), names=("old", "new"))
