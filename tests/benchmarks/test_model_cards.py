@@ -96,7 +96,7 @@ README_UCI_TABLES = {
     },
     "<!-- vi uci table": {
         "dvi": (_LL, "dvi"), "DVI (Wu et al.)": (_LL, "DVI"), "meanfield": (_LL, "meanfield"),
-        "MCVI (Wu et al.)": (_LL, "MCVI"),
+        "MCVI (Wu et al.)": (_LL, "MCVI"), "lowrank": (_LL, "lowrank"),
     },
     "<!-- sgd and dropout uci table": {
         "mcdropout LL": (_LL, "mcdropout"),
