@@ -88,14 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [(r["dataset"], r["split"]) for r in new if (r["dataset"], r["split"]) not in old]
     if missing:
         raise SystemExit(f"no {args.method} record at {args.old_commit} for {missing}")
-    names = (f"{r['date']} run" for r in new)
     assembled = [
         assemble(
             _relabel(old[(r["dataset"], r["split"])], args.old_likelihood),
             r,
-            names=(f"run at commit {args.old_commit}", name),
+            names=(f"run at commit {args.old_commit}", f"{r['date']} run"),
         )
-        for r, name in zip(new, names, strict=True)
+        for r in new
     ]
     document = load_results(args.out / "results.json")
     kept = [r for r in document["records"] if r["method"] != args.method]

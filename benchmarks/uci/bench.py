@@ -176,9 +176,11 @@ class Candidate:
         return ", ".join(parts)
 
 
+SVI_FIT: dict[str, Any] = dict(num_steps=20_000, lr=0.01, final_lr=0.001, backend="inductor")
+
+
 def _svi(**overrides: Any) -> MethodSetting:
-    options = dict(num_steps=20_000, lr=0.01, final_lr=0.001, backend="inductor")
-    return MethodSetting(fit={**options, **overrides})
+    return MethodSetting(fit={**SVI_FIT, **overrides})
 
 
 def _sgmcmc(law: tuple[float, float], *, cyclical: bool = False) -> MethodSetting:
@@ -243,14 +245,7 @@ def _default_methods() -> dict[str, MethodSetting]:
         # Wu's model alone (lowrank_wu_probe.json, splits 0-1) energy fell (-1.33 -> -1.52)
         # where the other four rose, and validation prefers the homoscedastic model there
         "lowrank": MethodSetting(
-            fit=dict(
-                num_steps=20_000,
-                lr=0.01,
-                final_lr=0.001,
-                backend="inductor",
-                num_draws=1000,
-                rank=10,
-            ),
+            fit={**SVI_FIT, "num_draws": 1000, "rank": 10},
             **WU_MODEL,
             extra_candidates=(
                 Candidate(1.0, likelihood="gaussian"),
